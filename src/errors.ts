@@ -1,0 +1,224 @@
+/**
+ * One error family for the whole tool.
+ *
+ * Every failure that leaves a module is a `SlotlakeError` with a `kind` (what went wrong, in
+ * operator terms), a `retryable` flag (may the same step succeed if tried again soon?) and a
+ * `hint` (what the operator should do). `classify()` turns anything thrown — pg errors with
+ * SQLSTATE codes, AWS SDK service errors, socket errors — into that shape; every retry loop asks
+ * it and nothing else whether to try again.
+ */
+
+export type ErrorKind =
+  | 'config' // bad or unknown settings
+  | 'source-unreachable' // cannot open a connection to Postgres
+  | 'source-connection-lost' // the connection dropped mid-run
+  | 'source-auth' // authentication failed
+  | 'source-permission' // role lacks REPLICATION / table privileges
+  | 'source-wal-level' // wal_level is not logical
+  | 'slot-missing'
+  | 'slot-invalid' // slot of the wrong plugin/database, or invalidated (wal_status lost)
+  | 'slot-in-use' // another process streams from the slot
+  | 'slot-ahead' // slot and checkpoint disagree
+  | 'publication-missing'
+  | 'source-protocol' // the server sent something the protocol does not allow
+  | 'decode' // a malformed pgoutput / wal2json message
+  | 'bucket-missing'
+  | 'checkpoint-table-missing'
+  | 'aws-auth' // missing or invalid AWS credentials
+  | 'access-denied' // IAM says no
+  | 'aws-transient' // throttling, 5xx, timeouts
+  | 'checkpoint-conflict' // the checkpoint moved under us (another run)
+  | 'lease-lost'
+  | 'huge-row' // a row larger than the archive can hold in one record
+  | 'internal';
+
+export interface SlotlakeErrorOptions {
+  kind: ErrorKind;
+  retryable?: boolean;
+  hint?: string;
+  cause?: unknown;
+}
+
+export class SlotlakeError extends Error {
+  override readonly name = 'SlotlakeError';
+  readonly kind: ErrorKind;
+  readonly retryable: boolean;
+  readonly hint: string | undefined;
+
+  constructor(message: string, options: SlotlakeErrorOptions) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.kind = options.kind;
+    this.retryable = options.retryable ?? false;
+    this.hint = options.hint;
+  }
+
+  /** The single human-readable line printed when a run fails. */
+  toOperatorLine(): string {
+    return this.hint ? `slotlake: ${this.message} — ${this.hint}` : `slotlake: ${this.message}`;
+  }
+}
+
+/** Raised by the pure decoders for malformed or truncated input. */
+export class DecodeError extends SlotlakeError {
+  constructor(message: string) {
+    super(message, {
+      kind: 'decode',
+      hint: 'the server sent a message slotlake cannot read; report it with the server version and plugin',
+    });
+  }
+}
+
+interface PgLikeError {
+  code?: string;
+  message?: string;
+  severity?: string;
+}
+
+interface AwsLikeError {
+  name?: string;
+  message?: string;
+  $metadata?: { httpStatusCode?: number };
+  $retryable?: { throttling?: boolean };
+  Code?: string;
+}
+
+const NETWORK_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+  'ENOTFOUND',
+  'ECONNABORTED',
+]);
+
+const AWS_THROTTLING = new Set([
+  'SlowDown',
+  'Throttling',
+  'ThrottlingException',
+  'ProvisionedThroughputExceededException',
+  'RequestLimitExceeded',
+  'TooManyRequestsException',
+  'RequestThrottled',
+  'RequestTimeout',
+  'RequestTimeoutException',
+  'InternalError',
+  'InternalServerError',
+  'ServiceUnavailable',
+  'TransactionInProgressException',
+]);
+
+function messageOf(error: unknown): string {
+  if (error instanceof Error) return error.message;
+  return String(error);
+}
+
+/**
+ * Maps anything thrown to a SlotlakeError. Already-classified errors pass through unchanged.
+ * `context` names the step, so the message says where it happened.
+ */
+export function classify(error: unknown, context?: string): SlotlakeError {
+  if (error instanceof SlotlakeError) return error;
+  const where = context ? `${context}: ` : '';
+  const message = messageOf(error);
+  const pg = error as PgLikeError;
+  const aws = error as AwsLikeError;
+  const code = typeof pg?.code === 'string' ? pg.code : undefined;
+
+  if (code && /^[0-9A-Z]{5}$/.test(code)) {
+    return classifyPg(code, `${where}${message}`, error);
+  }
+  if (code && NETWORK_CODES.has(code)) {
+    return new SlotlakeError(`${where}${message}`, {
+      kind: context?.includes('postgres') ? 'source-connection-lost' : 'aws-transient',
+      retryable: true,
+      cause: error,
+      hint: 'a network connection failed; slotlake retries within the time budget',
+    });
+  }
+  const awsName = aws?.name ?? aws?.Code;
+  const status = aws?.$metadata?.httpStatusCode;
+  if (awsName !== undefined && (status !== undefined || aws?.$metadata !== undefined)) {
+    return classifyAws(awsName, status, `${where}${message}`, error, aws.$retryable?.throttling === true);
+  }
+  if (/Connection terminated|connection.*(closed|ended|lost)|socket hang up/i.test(message)) {
+    return new SlotlakeError(`${where}${message}`, {
+      kind: 'source-connection-lost',
+      retryable: true,
+      cause: error,
+      hint: 'the Postgres connection dropped; the next attempt resumes from the checkpoint',
+    });
+  }
+  return new SlotlakeError(`${where}${message}`, { kind: 'internal', cause: error });
+}
+
+function classifyPg(code: string, message: string, cause: unknown): SlotlakeError {
+  const make = (kind: ErrorKind, hint: string, retryable = false) =>
+    new SlotlakeError(message, { kind, hint, retryable, cause });
+  if (code === '28P01' || code === '28000')
+    return make('source-auth', 'check DATABASE_URL / PGUSER / PGPASSWORD and pg_hba.conf');
+  if (code === '42501')
+    return make(
+      'source-permission',
+      'the role needs the REPLICATION attribute (or rds_replication on RDS) and SELECT on the published tables',
+    );
+  if (code === '55006')
+    return make(
+      'slot-in-use',
+      'another process is streaming from this slot; wait for it or stop it',
+      true,
+    );
+  if (code === '42704' && /replication slot/i.test(message))
+    return make('slot-missing', 'run `slotlake setup` to create the slot, or set SLOTLAKE_SLOT');
+  if (code === '42704' && /publication/i.test(message))
+    return make('publication-missing', 'run `slotlake setup` to create the publication, or set SLOTLAKE_PUBLICATION');
+  if (code === '55000' && /wal_level/i.test(message))
+    return make('source-wal-level', 'set wal_level = logical (rds.logical_replication = 1 on RDS) and restart');
+  if (code === '55000' && /(invalidated|can no longer get changes|lost)/i.test(message))
+    return make(
+      'slot-invalid',
+      'the slot was invalidated (WAL removed, max_slot_wal_keep_size); recreate it and re-snapshot the tables',
+    );
+  if (code === '3D000') return make('source-unreachable', 'the database does not exist; check DATABASE_URL / PGDATABASE');
+  if (code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03')
+    return make('source-connection-lost', 'the Postgres connection failed; retried within the time budget', true);
+  if (code === '53300') return make('source-unreachable', 'too many connections on the server', true);
+  if (code === '40001' || code === '40P01') return make('internal', 'a transient database conflict', true);
+  return make('internal', `Postgres error ${code}`);
+}
+
+function classifyAws(
+  name: string,
+  status: number | undefined,
+  message: string,
+  cause: unknown,
+  throttling: boolean,
+): SlotlakeError {
+  const make = (kind: ErrorKind, hint: string, retryable = false) =>
+    new SlotlakeError(`${message} (${name}${status ? ` ${status}` : ''})`, { kind, hint, retryable, cause });
+  if (name === 'NoSuchBucket')
+    return make('bucket-missing', 'create the bucket (`slotlake setup`) or fix SLOTLAKE_BUCKET');
+  if (name === 'ResourceNotFoundException')
+    return make(
+      'checkpoint-table-missing',
+      'create the table (`slotlake setup`) or fix SLOTLAKE_CHECKPOINT_TABLE and AWS_REGION',
+    );
+  if (name === 'AccessDenied' || name === 'AccessDeniedException' || name === 'Forbidden' || status === 403)
+    return make('access-denied', 'the IAM role lacks permission on the bucket or table; see serverless.yml for the policy');
+  if (
+    name === 'InvalidAccessKeyId' ||
+    name === 'SignatureDoesNotMatch' ||
+    name === 'UnrecognizedClientException' ||
+    name === 'CredentialsProviderError' ||
+    name === 'ExpiredToken' ||
+    name === 'ExpiredTokenException'
+  )
+    return make('aws-auth', 'check the AWS credentials and region');
+  if (name === 'ConditionalCheckFailedException')
+    return make('checkpoint-conflict', 'the checkpoint changed under this run: another run is active');
+  if (throttling || AWS_THROTTLING.has(name) || (status !== undefined && status >= 500) || status === 429)
+    return make('aws-transient', 'AWS is throttling or failing transiently; retried with backoff', true);
+  return make('internal', `AWS error ${name}`);
+}
