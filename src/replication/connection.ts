@@ -1,0 +1,373 @@
+/**
+ * The streaming-replication connection: the ONE place that touches node-postgres' connection internals.
+ *
+ * A logical replication session is an ordinary Postgres connection opened with `replication=database`.
+ * On it, IDENTIFY_SYSTEM reports the server's WAL position, CREATE_REPLICATION_SLOT makes a slot, and
+ * START_REPLICATION SLOT s LOGICAL <lsn> (options) switches the connection into CopyBoth mode: the server
+ * streams CopyData frames (XLogData `w`, keepalive `k`) and the client answers with standby status
+ * updates (`r`) that report how far it has durably stored the stream (the *flush* position — the only
+ * thing that lets the server recycle WAL and advance the slot's confirmed_flush_lsn).
+ * https://www.postgresql.org/docs/current/protocol-replication.html
+ *
+ * This adapter queues frames in arrival order and pauses the socket when the queue holds more than a
+ * high-water mark of bytes (backpressure: the server then blocks on TCP instead of us buffering without
+ * bound). Status updates are sent by a timer owned here, independent of the consumer, so they keep
+ * flowing while the pipeline is busy uploading; they always report the flush position last given to
+ * `acknowledge()`, which only the commit sequence calls. A clean stop sends a final status update,
+ * then CopyDone, and waits for the server to end the stream.
+ */
+import pg from 'pg';
+import { classify, SlotlakeError } from '../errors.js';
+import { formatLsn, lsn, maxLsn, parseLsn, ZERO_LSN, type Lsn } from '../lsn.js';
+import { decodeServerFrame, encodeStandbyStatus, type ServerFrame } from '../protocol/frames.js';
+import { systemClock, type Clock } from '../runtime/deadline.js';
+
+/** Session settings that fix how the server prints values (see decoding/values.ts). */
+export const SESSION_OPTIONS =
+  '-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=3 -c bytea_output=hex';
+
+export interface ConnectionSettings {
+  /** DATABASE_URL, or undefined to let pg read the PG* variables. */
+  readonly databaseUrl: string | undefined;
+  readonly applicationName?: string;
+  readonly connectTimeoutMs?: number;
+}
+
+export function clientConfig(settings: ConnectionSettings, replication: boolean): pg.ClientConfig {
+  return {
+    ...(settings.databaseUrl === undefined ? {} : { connectionString: settings.databaseUrl }),
+    application_name: settings.applicationName ?? 'slotlake',
+    connectionTimeoutMillis: settings.connectTimeoutMs ?? 15_000,
+    options: SESSION_OPTIONS,
+    keepAlive: true,
+    ...(replication ? { replication: 'database' } : {}),
+  } as pg.ClientConfig;
+}
+
+export interface SystemIdentity {
+  readonly systemId: string;
+  readonly timeline: number;
+  /** The server's current WAL flush position. */
+  readonly walPosition: Lsn;
+  readonly database: string;
+}
+
+/** A quoted string literal for replication commands (which take no bind parameters). */
+export function quoteLiteral(value: string): string {
+  return `'${value.replace(/'/g, "''")}'`;
+}
+
+/** A quoted identifier. */
+export function quoteIdentifier(value: string): string {
+  return `"${value.replace(/"/g, '""')}"`;
+}
+
+export interface StartOptions {
+  readonly slot: string;
+  readonly startLsn: Lsn;
+  /** Output-plugin options, e.g. {proto_version: '1', publication_names: 'pub'}. */
+  readonly pluginOptions: Readonly<Record<string, string>>;
+  readonly statusIntervalMs: number;
+  /** Pause reading above this many queued bytes. */
+  readonly highWaterBytes?: number;
+}
+
+interface PgInternals {
+  connection: {
+    on(event: 'copyData', listener: (message: { chunk: Buffer }) => void): void;
+    removeAllListeners(event: string): void;
+    sendCopyFromChunk(chunk: Buffer): void;
+    endCopyFrom(): void;
+    stream: NodeJS.ReadableStream & { pause(): void; resume(): void; destroy(error?: Error): void };
+  };
+}
+
+function internals(client: pg.Client): PgInternals {
+  return client as unknown as PgInternals;
+}
+
+/** Outcome of waiting for the next frame. */
+export type NextFrame = ServerFrame | 'timeout' | 'ended';
+
+export class ReplicationConnection {
+  private constructor(private readonly client: pg.Client) {}
+
+  static async open(settings: ConnectionSettings): Promise<ReplicationConnection> {
+    const client = new pg.Client(clientConfig(settings, true));
+    client.on('error', () => undefined); // surfaced through the stream / query promises instead
+    try {
+      await client.connect();
+    } catch (error) {
+      await client.end().catch(() => undefined);
+      throw classify(error, 'connecting to postgres (replication)');
+    }
+    return new ReplicationConnection(client);
+  }
+
+  async identifySystem(): Promise<SystemIdentity> {
+    const result = await this.client.query('IDENTIFY_SYSTEM');
+    const row = result.rows[0] as { systemid: string; timeline: string; xlogpos: string; dbname: string | null };
+    return {
+      systemId: row.systemid,
+      timeline: Number(row.timeline),
+      walPosition: parseLsn(row.xlogpos),
+      database: row.dbname ?? '',
+    };
+  }
+
+  /** CREATE_REPLICATION_SLOT name LOGICAL plugin; returns the consistent point. */
+  async createSlot(slot: string, plugin: string): Promise<Lsn> {
+    const result = await this.client.query(
+      `CREATE_REPLICATION_SLOT ${quoteIdentifier(slot)} LOGICAL ${quoteIdentifier(plugin)} (SNAPSHOT 'nothing')`,
+    );
+    const row = result.rows[0] as { consistent_point: string };
+    return parseLsn(row.consistent_point);
+  }
+
+  /** START_REPLICATION: from here on the connection belongs to the returned stream. */
+  startReplication(options: StartOptions, clock: Clock = systemClock): ReplicationStream {
+    const pluginOptions = Object.entries(options.pluginOptions)
+      .map(([name, value]) => `${quoteIdentifier(name)} ${quoteLiteral(value)}`)
+      .join(', ');
+    const command =
+      `START_REPLICATION SLOT ${quoteIdentifier(options.slot)} LOGICAL ${formatLsn(options.startLsn)}` +
+      (pluginOptions ? ` (${pluginOptions})` : '');
+    return new ReplicationStream(this.client, command, options, clock);
+  }
+
+  async close(): Promise<void> {
+    await this.client.end().catch(() => undefined);
+  }
+}
+
+/**
+ * One START_REPLICATION stream. Frames come out of `next()` in arrival order; `acknowledge()` moves the
+ * flush position reported to the server (never backwards); `stop()` ends the stream cleanly.
+ */
+export class ReplicationStream {
+  private readonly queue: ServerFrame[] = [];
+  private queueHead = 0;
+  private queuedBytes = 0;
+  private paused = false;
+  private ended = false;
+  private failure: SlotlakeError | undefined;
+  private waiter: (() => void) | undefined;
+  private readonly highWater: number;
+  private readonly lowWater: number;
+  private readonly statusTimer: NodeJS.Timeout;
+  private readonly done: Promise<void>;
+  private stopping = false;
+
+  /** Highest WAL position received in any frame (reported as "written"). */
+  private received: Lsn = ZERO_LSN;
+  /** Position durably archived and checkpointed: the only "flushed" we ever report. */
+  private flushed: Lsn;
+  /** Latest server WAL end seen in a keepalive or XLogData. */
+  private serverWalEnd: Lsn = ZERO_LSN;
+  private lastStatusAtMs = 0;
+  statusUpdatesSent = 0;
+
+  constructor(
+    private readonly client: pg.Client,
+    command: string,
+    private readonly options: StartOptions,
+    private readonly clock: Clock,
+  ) {
+    this.flushed = options.startLsn;
+    this.highWater = options.highWaterBytes ?? 16 * 1024 * 1024;
+    this.lowWater = Math.floor(this.highWater / 4);
+    const connection = internals(client).connection;
+    connection.on('copyData', (message) => this.onCopyData(message.chunk));
+    this.done = client.query(command).then(
+      () => {
+        this.ended = true;
+        this.wake();
+      },
+      (error: unknown) => {
+        this.ended = true;
+        if (!this.stopping || !this.failure) this.failure = classify(error, 'postgres replication stream');
+        this.wake();
+      },
+    );
+    this.done.catch(() => undefined);
+    client.on('end', () => {
+      if (!this.ended) {
+        this.ended = true;
+        if (!this.stopping)
+          this.failure ??= new SlotlakeError('the Postgres replication connection closed unexpectedly', {
+            kind: 'source-connection-lost',
+            retryable: true,
+            hint: 'the next run resumes from the checkpoint',
+          });
+        this.wake();
+      }
+    });
+    this.statusTimer = setInterval(() => this.sendStatus(false), Math.max(50, Math.floor(options.statusIntervalMs / 2)));
+    this.statusTimer.unref();
+  }
+
+  private onCopyData(chunk: Buffer): void {
+    let frame: ServerFrame;
+    try {
+      // Copy: pg reuses its read buffer, and frames may wait in the queue.
+      frame = decodeServerFrame(Uint8Array.prototype.slice.call(chunk));
+    } catch (error) {
+      this.failure = classify(error);
+      internals(this.client).connection.stream.destroy();
+      this.wake();
+      return;
+    }
+    if (frame.type === 'keepalive') {
+      this.serverWalEnd = maxLsn(this.serverWalEnd, frame.walEnd);
+      if (frame.replyRequested) this.sendStatus(true, false);
+    } else {
+      this.serverWalEnd = maxLsn(this.serverWalEnd, frame.walEnd);
+      this.received = maxLsn(this.received, frame.walStart);
+    }
+    if (this.stopping) return; // after CopyDone: read to the end, keep nothing
+    this.queue.push(frame);
+    this.queuedBytes += frame.type === 'xlogdata' ? frame.data.byteLength + 25 : 18;
+    if (!this.paused && this.queuedBytes > this.highWater) {
+      this.paused = true;
+      internals(this.client).connection.stream.pause();
+    }
+    this.wake();
+  }
+
+  private wake(): void {
+    const waiter = this.waiter;
+    this.waiter = undefined;
+    waiter?.();
+  }
+
+  /** The next frame, `'timeout'` after `timeoutMs` without one, or `'ended'` when the stream is over. */
+  async next(timeoutMs: number): Promise<NextFrame> {
+    for (;;) {
+      if (this.failure) throw this.failure;
+      if (this.queueHead < this.queue.length) {
+        const frame = this.queue[this.queueHead]!;
+        this.queue[this.queueHead] = undefined as unknown as ServerFrame;
+        this.queueHead++;
+        if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
+          this.queue.splice(0, this.queueHead);
+          this.queueHead = 0;
+        }
+        this.queuedBytes -= frame.type === 'xlogdata' ? frame.data.byteLength + 25 : 18;
+        if (this.paused && this.queuedBytes <= this.lowWater) {
+          this.paused = false;
+          internals(this.client).connection.stream.resume();
+        }
+        return frame;
+      }
+      if (this.ended) return 'ended';
+      if (timeoutMs <= 0) return 'timeout';
+      const woke = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => {
+          this.waiter = undefined;
+          resolve(false);
+        }, timeoutMs);
+        this.waiter = () => {
+          clearTimeout(timer);
+          resolve(true);
+        };
+      });
+      if (!woke) return 'timeout';
+    }
+  }
+
+  /** Frames waiting to be consumed. */
+  get pendingFrames(): number {
+    return this.queue.length - this.queueHead;
+  }
+
+  /** The server's WAL end as last reported. */
+  get serverPosition(): Lsn {
+    return this.serverWalEnd;
+  }
+
+  get flushedPosition(): Lsn {
+    return this.flushed;
+  }
+
+  /**
+   * Reports `position` as flushed. Called only by the commit sequence, after the checkpoint that covers
+   * it is stored. Never moves backwards. Sends a status update at once.
+   */
+  acknowledge(position: Lsn): void {
+    if (position > this.flushed) this.flushed = position;
+    this.sendStatus(true, false);
+  }
+
+  /** Asks the server for a keepalive now (used to learn its WAL position while idle). */
+  requestKeepalive(): void {
+    this.sendStatus(true, true);
+  }
+
+  private sendStatus(force: boolean, replyRequested = false): void {
+    if (this.ended || this.stopping) return;
+    const now = this.clock.nowMs();
+    if (!force && now - this.lastStatusAtMs < this.options.statusIntervalMs) return;
+    this.lastStatusAtMs = now;
+    const written = maxLsn(this.received, this.flushed);
+    const status = encodeStandbyStatus({
+      written,
+      flushed: this.flushed,
+      applied: this.flushed,
+      clientTimeUnixUs: BigInt(Math.round(now * 1000)),
+      replyRequested,
+    });
+    try {
+      internals(this.client).connection.sendCopyFromChunk(Buffer.from(status.buffer, status.byteOffset, status.byteLength));
+      this.statusUpdatesSent++;
+    } catch {
+      // the socket is gone; the stream's end handler reports it
+    }
+  }
+
+  /**
+   * Clean stop: a last status update with the final flush position, then CopyDone; then read (and drop)
+   * whatever the server still sends until it ends the stream. Bounded by `timeoutMs`.
+   */
+  async stop(timeoutMs = 5000): Promise<void> {
+    clearInterval(this.statusTimer);
+    if (!this.ended && !this.stopping) {
+      this.sendStatus(true, false);
+      this.stopping = true;
+      this.queue.length = 0;
+      this.queueHead = 0;
+      this.queuedBytes = 0;
+      if (this.paused) {
+        this.paused = false;
+        internals(this.client).connection.stream.resume();
+      }
+      try {
+        internals(this.client).connection.endCopyFrom();
+      } catch {
+        // already closed
+      }
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        this.done,
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, timeoutMs);
+        }),
+      ]);
+      if (timer) clearTimeout(timer);
+    }
+    internals(this.client).connection.removeAllListeners('copyData');
+  }
+
+  /** Stops without a final status update (after a failure): nothing more is acknowledged. */
+  abandon(): void {
+    clearInterval(this.statusTimer);
+    this.stopping = true;
+    this.ended = true;
+    internals(this.client).connection.removeAllListeners('copyData');
+    try {
+      internals(this.client).connection.stream.destroy();
+    } catch {
+      // already gone
+    }
+  }
+}
+

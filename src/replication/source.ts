@@ -1,0 +1,210 @@
+/**
+ * The source database, over an ordinary (non-replication) connection: checks and setup.
+ *
+ * Logical decoding needs `wal_level = logical`, a publication (which tables pgoutput sends) and a
+ * logical replication slot (which keeps the server's WAL until the client confirms it as flushed).
+ * This module reads the slot's state from `pg_replication_slots` — `confirmed_flush_lsn` (where the
+ * next stream starts), `restart_lsn` (the oldest WAL the slot retains), `wal_status` / `safe_wal_size`
+ * (how close the slot is to being invalidated) — and creates what `slotlake setup` must create.
+ * https://www.postgresql.org/docs/current/logicaldecoding-explanation.html
+ */
+import pg from 'pg';
+import { classify, SlotlakeError } from '../errors.js';
+import { lsn, lsnDistance, parseLsn, type Lsn } from '../lsn.js';
+import { clientConfig, quoteIdentifier, ReplicationConnection, type ConnectionSettings } from './connection.js';
+
+export interface SlotState {
+  readonly name: string;
+  readonly plugin: string;
+  readonly slotType: string;
+  readonly database: string;
+  readonly active: boolean;
+  readonly activePid: number | null;
+  readonly confirmedFlushLsn: Lsn | null;
+  readonly restartLsn: Lsn | null;
+  readonly walStatus: string | null;
+  readonly safeWalSize: number | null;
+  readonly currentWalLsn: Lsn;
+  /** `pg_current_wal_lsn() - confirmed_flush_lsn`. */
+  readonly lagBytes: number;
+  /** `pg_current_wal_lsn() - restart_lsn`: WAL the slot keeps on disk. */
+  readonly retainedWalBytes: number;
+}
+
+export async function withSourceClient<T>(settings: ConnectionSettings, use: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client(clientConfig(settings, false));
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+  } catch (error) {
+    await client.end().catch(() => undefined);
+    throw classify(error, 'connecting to postgres');
+  }
+  try {
+    return await use(client);
+  } catch (error) {
+    throw classify(error, 'postgres');
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+export async function readSlot(client: pg.Client, slot: string): Promise<SlotState | null> {
+  const result = await client.query(
+    `SELECT slot_name, plugin, slot_type, database, active, active_pid,
+            confirmed_flush_lsn::text AS confirmed_flush_lsn, restart_lsn::text AS restart_lsn,
+            wal_status, safe_wal_size::text AS safe_wal_size, pg_current_wal_lsn()::text AS current_wal_lsn
+       FROM pg_replication_slots WHERE slot_name = $1`,
+    [slot],
+  );
+  const row = result.rows[0] as
+    | {
+        slot_name: string;
+        plugin: string | null;
+        slot_type: string;
+        database: string | null;
+        active: boolean;
+        active_pid: number | null;
+        confirmed_flush_lsn: string | null;
+        restart_lsn: string | null;
+        wal_status: string | null;
+        safe_wal_size: string | null;
+        current_wal_lsn: string;
+      }
+    | undefined;
+  if (!row) return null;
+  const current = parseLsn(row.current_wal_lsn);
+  const confirmed = row.confirmed_flush_lsn ? parseLsn(row.confirmed_flush_lsn) : null;
+  const restart = row.restart_lsn ? parseLsn(row.restart_lsn) : null;
+  return {
+    name: row.slot_name,
+    plugin: row.plugin ?? '',
+    slotType: row.slot_type,
+    database: row.database ?? '',
+    active: row.active,
+    activePid: row.active_pid,
+    confirmedFlushLsn: confirmed,
+    restartLsn: restart,
+    walStatus: row.wal_status,
+    safeWalSize: row.safe_wal_size === null ? null : Number(row.safe_wal_size),
+    currentWalLsn: current,
+    lagBytes: confirmed ? Number(lsnDistance(current, confirmed)) : 0,
+    retainedWalBytes: restart ? Number(lsnDistance(current, restart)) : 0,
+  };
+}
+
+export async function currentWalLsn(client: pg.Client): Promise<Lsn> {
+  const result = await client.query('SELECT pg_current_wal_lsn()::text AS lsn');
+  return parseLsn((result.rows[0] as { lsn: string }).lsn);
+}
+
+/** Checks wal_level, the slot and the publication before a run streams. */
+export async function checkSource(
+  client: pg.Client,
+  want: { slot: string; publication: string; plugin: string },
+): Promise<SlotState> {
+  const walLevel = (await client.query('SHOW wal_level')).rows[0] as { wal_level: string };
+  if (walLevel.wal_level !== 'logical') {
+    throw new SlotlakeError(`wal_level is ${walLevel.wal_level}, logical decoding needs wal_level = logical`, {
+      kind: 'source-wal-level',
+      hint: 'set wal_level = logical (on RDS/Aurora: rds.logical_replication = 1 in the parameter group) and restart the server',
+    });
+  }
+  const slot = await readSlot(client, want.slot);
+  if (!slot) {
+    throw new SlotlakeError(`replication slot "${want.slot}" does not exist`, {
+      kind: 'slot-missing',
+      hint: 'run `slotlake setup` to create it, or set SLOTLAKE_SLOT to an existing logical slot',
+    });
+  }
+  const db = (await client.query('SELECT current_database() AS db')).rows[0] as { db: string };
+  if (slot.slotType !== 'logical' || slot.plugin !== want.plugin || slot.database !== db.db) {
+    throw new SlotlakeError(
+      `replication slot "${want.slot}" is a ${slot.slotType} slot for plugin "${slot.plugin}" in database "${slot.database}", ` +
+        `but this pipeline needs a logical "${want.plugin}" slot in "${db.db}"`,
+      { kind: 'slot-invalid', hint: 'point SLOTLAKE_SLOT / SLOTLAKE_PLUGIN / the database at matching values' },
+    );
+  }
+  if (slot.walStatus === 'lost') {
+    throw new SlotlakeError(`replication slot "${want.slot}" was invalidated (wal_status = lost): WAL it needed is gone`, {
+      kind: 'slot-invalid',
+      hint: 'changes were lost on the server side: drop and recreate the slot (`slotlake setup`) and re-snapshot the tables; raise max_slot_wal_keep_size or run more often',
+    });
+  }
+  if (want.plugin === 'pgoutput') {
+    const publication = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [want.publication]);
+    if (publication.rowCount === 0) {
+      throw new SlotlakeError(`publication "${want.publication}" does not exist`, {
+        kind: 'publication-missing',
+        hint: 'run `slotlake setup` to create it, or set SLOTLAKE_PUBLICATION',
+      });
+    }
+  }
+  return slot;
+}
+
+export interface SetupResult {
+  readonly publication: 'created' | 'exists' | 'not-needed';
+  readonly slot: 'created' | 'exists';
+  readonly slotLsn: Lsn | null;
+}
+
+/** Creates the publication and the slot when missing; checks them when present. */
+export async function setupSource(
+  settings: ConnectionSettings,
+  want: { slot: string; publication: string; plugin: string; tables: readonly string[] | undefined },
+): Promise<SetupResult> {
+  const publicationState = await withSourceClient(settings, async (client) => {
+    const walLevel = (await client.query('SHOW wal_level')).rows[0] as { wal_level: string };
+    if (walLevel.wal_level !== 'logical') {
+      throw new SlotlakeError(`wal_level is ${walLevel.wal_level}, logical decoding needs wal_level = logical`, {
+        kind: 'source-wal-level',
+        hint: 'set wal_level = logical (on RDS/Aurora: rds.logical_replication = 1) and restart the server',
+      });
+    }
+    if (want.plugin !== 'pgoutput') return 'not-needed' as const;
+    const existing = await client.query('SELECT puballtables FROM pg_publication WHERE pubname = $1', [want.publication]);
+    if (existing.rowCount !== 0) return 'exists' as const;
+    if (want.tables) {
+      for (const table of want.tables) {
+        const [schema, name] = table.split('.') as [string, string];
+        const found = await client.query(
+          'SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = $2',
+          [schema, name],
+        );
+        if (found.rowCount === 0)
+          throw new SlotlakeError(`table ${table} (from SLOTLAKE_TABLES) does not exist`, {
+            kind: 'config',
+            hint: 'fix SLOTLAKE_TABLES: a comma list of existing schema.table names',
+          });
+      }
+      const list = want.tables
+        .map((table) => table.split('.').map(quoteIdentifier).join('.'))
+        .join(', ');
+      await client.query(`CREATE PUBLICATION ${quoteIdentifier(want.publication)} FOR TABLE ${list}`);
+    } else {
+      await client.query(`CREATE PUBLICATION ${quoteIdentifier(want.publication)} FOR ALL TABLES`);
+    }
+    return 'created' as const;
+  });
+  const slotState = await withSourceClient(settings, (client) => readSlot(client, want.slot));
+  if (slotState) {
+    if (slotState.slotType !== 'logical' || slotState.plugin !== want.plugin) {
+      throw new SlotlakeError(
+        `replication slot "${want.slot}" exists but is a ${slotState.slotType} slot for "${slotState.plugin}", not logical "${want.plugin}"`,
+        { kind: 'slot-invalid', hint: 'choose another SLOTLAKE_SLOT or drop that slot' },
+      );
+    }
+    return { publication: publicationState, slot: 'exists', slotLsn: slotState.confirmedFlushLsn };
+  }
+  const connection = await ReplicationConnection.open(settings);
+  try {
+    const consistentPoint = await connection.createSlot(want.slot, want.plugin);
+    return { publication: publicationState, slot: 'created', slotLsn: consistentPoint };
+  } catch (error) {
+    throw classify(error, 'creating the replication slot');
+  } finally {
+    await connection.close();
+  }
+}
+

@@ -1,0 +1,157 @@
+/**
+ * The commit sequence: the ONE place that orders durability.
+ *
+ *   1. objects durable in S3   (every object of the batch uploaded and confirmed)
+ *   2. manifest in S3          (`manifests/<start>-<end>.json`: the batch's LSN range and its objects)
+ *   3. checkpoint in DynamoDB  (conditional on the version this run last saw)
+ *   4. flush acknowledged to Postgres (standby status update with flush = checkpoint)
+ *
+ * Each step starts only after the previous one succeeded; a failure anywhere stops the sequence, so
+ * nothing is ever checkpointed that is not in S3, and nothing is acknowledged that is not checkpointed.
+ * Only "this LSN is durable" travels back to the replication stream, through `acknowledge`.
+ */
+import { formatLsn, lsnKey, type Lsn } from '../lsn.js';
+import type { Checkpoint, CheckpointStore, PartialTransaction } from '../checkpoint/store.js';
+import type { ArchivedObject, BatchWriter, UploadMeter } from '../sink/batch.js';
+import type { S3Archive } from '../sink/s3.js';
+import type { Logger } from '../log.js';
+import type { Deadline } from './deadline.js';
+import { withRetry } from './retry.js';
+
+export interface DurablePosition {
+  /** Everything committed before this LSN is archived (the checkpoint and the ack). */
+  readonly lsn: Lsn;
+  /** A transaction cut by the deadline: how many of its changes are archived. */
+  readonly partial: PartialTransaction | undefined;
+}
+
+export interface CommitContext {
+  readonly archive: S3Archive;
+  readonly store: CheckpointStore;
+  readonly logger: Logger;
+  readonly deadline: Deadline;
+  readonly meter: UploadMeter;
+  readonly pipeline: string;
+  readonly slot: string;
+  readonly runId: string;
+}
+
+export interface CommitResult {
+  readonly checkpoint: Checkpoint | null;
+  readonly objects: readonly ArchivedObject[];
+  readonly bytes: number;
+  readonly rows: number;
+}
+
+export interface BatchCounts {
+  readonly transactions: number;
+  readonly changes: number;
+}
+
+function samePosition(checkpoint: Checkpoint | null, position: DurablePosition): boolean {
+  if (!checkpoint) return false;
+  return (
+    checkpoint.lsn === position.lsn &&
+    checkpoint.partial?.commitLsn === position.partial?.commitLsn &&
+    checkpoint.partial?.nextSeq === position.partial?.nextSeq
+  );
+}
+
+export class CommitSequence {
+  private checkpointLatencyMs = 100;
+
+  constructor(
+    private readonly context: CommitContext,
+    private current: Checkpoint | null,
+    private acknowledge: (lsn: Lsn) => void,
+  ) {}
+
+  get checkpoint(): Checkpoint | null {
+    return this.current;
+  }
+
+  /** Points acknowledgements at a new replication stream (after a reconnect). */
+  setAcknowledge(acknowledge: (lsn: Lsn) => void): void {
+    this.acknowledge = acknowledge;
+  }
+
+  /** Estimated time for steps 2–4 (the upload estimate comes from the batch). */
+  estimateTailMs(): number {
+    return this.context.meter.requestLatencyMs + this.checkpointLatencyMs + 50;
+  }
+
+  /**
+   * Makes `batch` durable and moves the checkpoint and the slot to `position`.
+   * `position` must cover exactly what the batch (and earlier batches) archived.
+   */
+  async commit(batch: BatchWriter, position: DurablePosition, counts: BatchCounts): Promise<CommitResult> {
+    const { archive, store, logger, deadline } = this.context;
+    const started = performance.now();
+    // 1. Objects durable in S3.
+    const objects = await batch.finish();
+    const bytes = objects.reduce((sum, object) => sum + object.bytes, 0);
+    const rows = objects.reduce((sum, object) => sum + object.rows, 0);
+    // 2. Manifest.
+    if (objects.length > 0) {
+      const first = batch.firstCommitLsn!;
+      const last = batch.lastCommitLsn!;
+      const part = batch.firstRowContinues ? `-${String(batch.firstRowContinues.seq).padStart(10, '0')}` : '';
+      const key = archive.key(`manifests/${lsnKey(first)}-${lsnKey(last)}${part}.json`);
+      const manifest = {
+        version: 1,
+        pipeline: this.context.pipeline,
+        slot: this.context.slot,
+        runId: this.context.runId,
+        startLsn: formatLsn(first),
+        endLsn: formatLsn(last),
+        previousCheckpoint: this.current ? formatLsn(this.current.lsn) : null,
+        checkpoint: formatLsn(position.lsn),
+        partial: position.partial
+          ? { commitLsn: formatLsn(position.partial.commitLsn), nextSeq: position.partial.nextSeq }
+          : null,
+        transactions: counts.transactions,
+        changes: rows,
+        bytes,
+        createdAt: new Date().toISOString(),
+        objects: objects.map((object) => ({
+          key: object.key,
+          table: `${object.schema}.${object.table}`,
+          dt: object.dt,
+          rows: object.rows,
+          bytes: object.bytes,
+          startLsn: formatLsn(object.firstCommitLsn),
+          endLsn: formatLsn(object.lastCommitLsn),
+        })),
+      };
+      await withRetry(() => archive.putJson(key, manifest), { what: `writing manifest ${key}`, deadline });
+    }
+    // 3. Checkpoint.
+    if (!samePosition(this.current, position)) {
+      const expected = this.current?.version ?? null;
+      const checkpointStarted = performance.now();
+      this.current = await withRetry(
+        () =>
+          store.write(
+            { lsn: position.lsn, partial: position.partial, note: { runId: this.context.runId, slot: this.context.slot } },
+            expected,
+          ),
+        { what: 'writing the checkpoint', deadline },
+      );
+      this.checkpointLatencyMs = this.checkpointLatencyMs * 0.5 + (performance.now() - checkpointStarted) * 0.5;
+    }
+    // 4. Acknowledge.
+    this.acknowledge(position.lsn);
+    if (objects.length > 0 || counts.transactions > 0) {
+      logger.info('batch committed', {
+        checkpoint: formatLsn(position.lsn),
+        partial: position.partial ? `${formatLsn(position.partial.commitLsn)}#${position.partial.nextSeq}` : undefined,
+        transactions: counts.transactions,
+        changes: rows,
+        objects: objects.length,
+        bytes,
+        flushMs: Math.round(performance.now() - started),
+      });
+    }
+    return { checkpoint: this.current, objects, bytes, rows };
+  }
+}

@@ -1,0 +1,105 @@
+/**
+ * One archive object being written: JSON Lines, gzip-compressed as rows arrive, spooled to a local file.
+ *
+ * Rows are appended as text, gathered into ~64 KiB chunks and pushed through one gzip stream into a file,
+ * so memory per open object is a chunk plus zlib's window, whatever the number of rows. The file becomes
+ * an S3 object only when the object is closed (its final key needs the LSN of its last transaction).
+ * `write()` returns false when the stream wants the caller to wait for `drain()` (backpressure).
+ */
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { once } from 'node:events';
+import { createGzip, constants, type Gzip } from 'node:zlib';
+import type { Lsn } from '../lsn.js';
+
+const CHUNK_CHARS = 64 * 1024;
+
+export interface SpoolIdentity {
+  readonly schema: string;
+  readonly table: string;
+  /** UTC date of the commits in this object, YYYY-MM-DD. */
+  readonly dt: string;
+  /** Commit LSN of the first row's transaction. */
+  readonly firstCommitLsn: Lsn;
+  /** `seq` of the first row. */
+  readonly firstSeq: number;
+  /** True when rows of the first row's transaction may live in an earlier object (split or resumed). */
+  readonly startsMidTransaction: boolean;
+}
+
+export class SpooledObject {
+  private readonly gzip: Gzip;
+  private readonly file: WriteStream;
+  private readonly finished: Promise<void>;
+  private pending: string[] = [];
+  private pendingChars = 0;
+  private failure: Error | undefined;
+  rows = 0;
+  rawBytes = 0;
+  lastCommitLsn: Lsn;
+
+  constructor(
+    readonly path: string,
+    readonly identity: SpoolIdentity,
+  ) {
+    this.lastCommitLsn = identity.firstCommitLsn;
+    this.gzip = createGzip({ level: 6, memLevel: 8, strategy: constants.Z_DEFAULT_STRATEGY });
+    this.file = createWriteStream(path);
+    this.gzip.pipe(this.file);
+    const onError = (error: Error) => (this.failure ??= error);
+    this.gzip.on('error', onError);
+    this.file.on('error', onError);
+    this.finished = once(this.file, 'finish').then(() => undefined);
+    this.finished.catch(() => undefined);
+  }
+
+  /** Appends one JSON line (without the newline). Returns false when the caller should await drain(). */
+  write(line: string, commitLsn: Lsn): boolean {
+    this.pending.push(line);
+    this.pendingChars += line.length + 1;
+    this.rows++;
+    this.lastCommitLsn = commitLsn;
+    if (this.pendingChars >= CHUNK_CHARS) return this.flushChunk();
+    return true;
+  }
+
+  private flushChunk(): boolean {
+    if (this.pending.length === 0) return true;
+    const chunk = Buffer.from(`${this.pending.join('\n')}\n`, 'utf8');
+    this.pending = [];
+    this.pendingChars = 0;
+    this.rawBytes += chunk.byteLength;
+    return this.gzip.write(chunk);
+  }
+
+  /** Bytes of compressed output so far (what the upload will send, give or take zlib's buffer). */
+  get compressedBytes(): number {
+    return this.file.bytesWritten;
+  }
+
+  /** Uncompressed bytes so far, including rows not yet pushed to gzip. */
+  get uncompressedBytes(): number {
+    return this.rawBytes + this.pendingChars;
+  }
+
+  async drain(): Promise<void> {
+    if (this.failure) throw this.failure;
+    if (this.gzip.writableNeedDrain) await once(this.gzip, 'drain');
+  }
+
+  /** Ends the gzip stream and waits for the file to be complete. Returns its size. */
+  async close(): Promise<number> {
+    this.flushChunk();
+    this.gzip.end();
+    await this.finished;
+    if (this.failure) throw this.failure;
+    return this.file.bytesWritten;
+  }
+
+  /** Drops the object (after a failure): closes streams and removes the file. */
+  async discard(): Promise<void> {
+    this.gzip.destroy();
+    this.file.destroy();
+    await rm(this.path, { force: true });
+  }
+}
