@@ -15,6 +15,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import * as prettier from 'prettier';
 import { PgoutputDecoder, type PgoutputProtocolVersion } from '../src/decoding/pgoutput.js';
 import type { LogicalMessage } from '../src/decoding/messages.js';
 import { startLocalPostgres } from '../src/devstack/postgres.js';
@@ -54,6 +55,12 @@ interface StreamOptions {
   readonly connectionOptions?: string;
   /** Keep reading after the marker until the server asks for a reply (needs a short wal_sender_timeout). */
   readonly awaitReplyRequest?: boolean;
+}
+
+/** Writes JSON formatted as the repository's Prettier check expects. */
+async function writeJson(path: string, value: unknown): Promise<void> {
+  const options = (await prettier.resolveConfig(path)) ?? {};
+  writeFileSync(path, await prettier.format(JSON.stringify(value), { ...options, parser: 'json' }));
 }
 
 function hex(bytes: Uint8Array): string {
@@ -132,11 +139,14 @@ async function readSlot(url: string, slot: string, options: StreamOptions): Prom
     await finished;
   } finally {
     clearTimeout(timer);
+    // CopyDone ends the stream; the server answers with CopyDone and CommandComplete.
     connection.endCopyFrom();
+    let stopTimer: NodeJS.Timeout | undefined;
     await Promise.race([
       streaming.catch(() => undefined),
-      new Promise((resolve) => setTimeout(resolve, 5_000)),
+      new Promise((resolve) => (stopTimer = setTimeout(resolve, 5_000))),
     ]);
+    clearTimeout(stopTimer);
     await client.end().catch(() => undefined);
   }
   return capture;
@@ -201,7 +211,7 @@ interface Scenario {
   readonly twoPhaseSlot?: boolean;
   readonly stream: StreamOptions;
   readonly setup: readonly string[];
-  /** Run after the slot exists; each entry is one client's list of statements, run in order. */
+  /** Run after the slot exists: statements in order, on session `a` unless `b` is named (a second client). */
   readonly workload: (sql: (statement: string, session?: 'a' | 'b') => Promise<void>) => Promise<void>;
 }
 
@@ -448,7 +458,7 @@ async function runScenario(
     capturedMessages: capture.messages.length,
     messages,
   };
-  writeFileSync(join(FIXTURES, scenario.file), `${JSON.stringify(fixture, null, 2)}\n`);
+  await writeJson(join(FIXTURES, scenario.file), fixture);
   for (const frame of capture.frames)
     frames.push({ scenario: scenario.file, name: frame.name, hex: hex(frame.bytes) });
   console.log(`${scenario.file}: ${capture.messages.length} messages captured, ${messages.length} kept`);
@@ -475,7 +485,7 @@ async function main(): Promise<void> {
       server: serverVersion,
       frames,
     };
-    writeFileSync(join(FIXTURES, 'frames.json'), `${JSON.stringify(framesFixture, null, 2)}\n`);
+    await writeJson(join(FIXTURES, 'frames.json'), framesFixture);
   } finally {
     await server.stop();
   }

@@ -125,7 +125,7 @@ function readTuple(reader: ByteReader): Tuple {
         // Copied: the message must not alias (and so keep alive) the frame buffer.
         values[i] = {
           kind: 'binary',
-          bytes: reader.bytesView(reader.int32('binary length'), 'binary value').slice(),
+          bytes: copy(reader.bytesView(reader.int32('binary length'), 'binary value')),
         };
         break;
       default:

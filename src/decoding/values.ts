@@ -640,10 +640,7 @@ function resolve(oid: number, registry: TypeRegistry | undefined, depth: number)
   if (info === undefined || depth > 8) return identity;
   const elementOid = info.elementOid;
   if (elementOid !== undefined && elementOid !== 0 && elementOid !== oid && (info.category ?? 'A') === 'A') {
-    return arrayMapper(
-      resolve(info.elementOid, registry, depth + 1),
-      elementDelimiter(info.elementOid, registry),
-    );
+    return arrayMapper(resolve(elementOid, registry, depth + 1), elementDelimiter(elementOid, registry));
   }
   if (
     info.category === 'A' ||
@@ -702,10 +699,36 @@ export function stringifyJsonValue(value: JsonValue): string {
   return write(value, '') ?? 'null';
 }
 
-function write(value: unknown, key: string): string | undefined {
+/** Quoted object keys: records repeat the same column names, so each is escaped once. */
+const quotedKeys = new Map<string, string>();
+const QUOTED_KEYS_MAX = 10_000;
+
+function quoteKey(key: string): string {
+  let quoted = quotedKeys.get(key);
+  if (quoted === undefined) {
+    quoted = quote(key);
+    if (quotedKeys.size < QUOTED_KEYS_MAX) quotedKeys.set(key, quoted);
+  }
+  return quoted;
+}
+
+/** JSON string literal; short strings needing no escapes skip the native call. */
+function quote(text: string): string {
+  const n = text.length;
+  if (n > 64) return JSON.stringify(text);
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    // control characters, '"', '\' and UTF-16 surrogates (lone ones are escaped) go the native way
+    if (c < 0x20 || c === QUOTE || c === BACKSLASH || (c >= 0xd800 && c <= 0xdfff))
+      return JSON.stringify(text);
+  }
+  return '"' + text + '"';
+}
+
+function write(value: unknown, key: string | number): string | undefined {
   switch (typeof value) {
     case 'string':
-      return JSON.stringify(value);
+      return quote(value);
     case 'number':
       return Number.isFinite(value) ? String(value) : 'null';
     case 'boolean':
@@ -718,18 +741,18 @@ function write(value: unknown, key: string): string | undefined {
       if (Array.isArray(value)) {
         const n = value.length;
         if (n === 0) return '[]';
-        let out = '[' + (write(value[0], '0') ?? 'null');
-        for (let i = 1; i < n; i++) out += ',' + (write(value[i], String(i)) ?? 'null');
+        let out = '[' + (write(value[0], 0) ?? 'null');
+        for (let i = 1; i < n; i++) out += ',' + (write(value[i], i) ?? 'null');
         return out + ']';
       }
       const toJSON = (value as { toJSON?: unknown }).toJSON;
-      if (typeof toJSON === 'function') return write(toJSON.call(value, key), key);
+      if (typeof toJSON === 'function') return write(toJSON.call(value, String(key)), key);
       let out = '{';
       const record = value as Record<string, unknown>;
       for (const name of Object.keys(record)) {
         const text = write(record[name], name);
         if (text === undefined) continue;
-        out += (out.length === 1 ? '' : ',') + JSON.stringify(name) + ':' + text;
+        out += (out.length === 1 ? '' : ',') + quoteKey(name) + ':' + text;
       }
       return out + '}';
     }

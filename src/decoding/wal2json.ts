@@ -84,12 +84,18 @@ export function wal2jsonTableName(table: Wal2jsonTable): string {
   return `${escape(table.schema)}.${escape(table.table)}`;
 }
 
+/** The plugin options as a record (for `StartOptions.pluginOptions`), with `add-tables` when given. */
+export function wal2jsonPluginOptions(addTables?: readonly Wal2jsonTable[]): Record<string, string> {
+  const options = Object.fromEntries(WAL2JSON_PLUGIN_OPTIONS);
+  if (addTables && addTables.length > 0) options['add-tables'] = addTables.map(wal2jsonTableName).join(',');
+  return options;
+}
+
 /** The option list for `START_REPLICATION SLOT s LOGICAL lsn (…)`. */
 export function wal2jsonStartReplicationOptions(addTables?: readonly Wal2jsonTable[]): string {
-  const options: [string, string][] = WAL2JSON_PLUGIN_OPTIONS.map(([name, value]) => [name, value]);
-  if (addTables && addTables.length > 0)
-    options.push(['add-tables', addTables.map(wal2jsonTableName).join(',')]);
-  return options.map(([name, value]) => `"${name}" '${value.replace(/'/g, "''")}'`).join(', ');
+  return Object.entries(wal2jsonPluginOptions(addTables))
+    .map(([name, value]) => `"${name}" '${value.replace(/'/g, "''")}'`)
+    .join(', ');
 }
 
 const BYTEA_OID = 17;

@@ -57,6 +57,7 @@ program
     };
     process.on('SIGINT', () => onSignal('SIGINT'));
     process.on('SIGTERM', () => onSignal('SIGTERM'));
+    logger.debug('cli ready', { sinceProcessStartMs: Math.round(systemClock.nowMs() - processStartMs) });
     const summary = await performRun({
       config: settings,
       logger,

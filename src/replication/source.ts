@@ -31,6 +31,19 @@ export interface SlotState {
   readonly retainedWalBytes: number;
 }
 
+/** A connected ordinary client (callers end it). */
+export async function openSourceClient(settings: ConnectionSettings): Promise<pg.Client> {
+  const client = new pg.Client(clientConfig(settings, false));
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+  } catch (error) {
+    await client.end().catch(() => undefined);
+    throw classify(error, 'connecting to postgres');
+  }
+  return client;
+}
+
 export async function withSourceClient<T>(settings: ConnectionSettings, use: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client(clientConfig(settings, false));
   client.on('error', () => undefined);

@@ -14,10 +14,11 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { inflateRawSync } from 'node:zlib';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const HANDLER_FILE = join(ROOT, 'dist', 'entrypoints', 'lambda.js');
@@ -50,11 +51,14 @@ interface Statement {
 interface ZipEntry {
   name: string;
   size: number;
+  method: number;
+  compressedSize: number;
+  localHeaderOffset: number;
 }
 
 /**
- * File names and uncompressed sizes from a zip's central directory (no zip64: osls's artifacts are far
- * below its 65535-entry / 4 GiB thresholds, and one that is not fails loudly here).
+ * The entries of a zip's central directory (no zip64: osls's artifacts are far below its 65535-entry /
+ * 4 GiB thresholds, and one that is not fails loudly here). `unzip` is not on every machine.
  */
 function listZip(zip: Buffer): ZipEntry[] {
   const EOCD = 0x06054b50;
@@ -74,14 +78,32 @@ function listZip(zip: Buffer): ZipEntry[] {
   let at = offset;
   for (let n = 0; n < count; n++) {
     if (zip.readUInt32LE(at) !== CENTRAL) throw new Error(`bad central directory entry at ${at}`);
-    const size = zip.readUInt32LE(at + 24);
     const nameLength = zip.readUInt16LE(at + 28);
-    const extraLength = zip.readUInt16LE(at + 30);
-    const commentLength = zip.readUInt16LE(at + 32);
-    entries.push({ name: zip.toString('utf8', at + 46, at + 46 + nameLength), size });
-    at += 46 + nameLength + extraLength + commentLength;
+    entries.push({
+      name: zip.toString('utf8', at + 46, at + 46 + nameLength),
+      method: zip.readUInt16LE(at + 10),
+      compressedSize: zip.readUInt32LE(at + 20),
+      size: zip.readUInt32LE(at + 24),
+      localHeaderOffset: zip.readUInt32LE(at + 42),
+    });
+    at += 46 + nameLength + zip.readUInt16LE(at + 30) + zip.readUInt16LE(at + 32);
   }
   return entries;
+}
+
+/** Writes every file of the zip under `dir` (stored and deflated entries, which is all yazl writes). */
+async function extractZip(zip: Buffer, entries: ZipEntry[], dir: string): Promise<void> {
+  for (const entry of entries) {
+    if (entry.name.endsWith('/')) continue;
+    const header = entry.localHeaderOffset;
+    const start = header + 30 + zip.readUInt16LE(header + 26) + zip.readUInt16LE(header + 28);
+    const data = zip.subarray(start, start + entry.compressedSize);
+    const content = entry.method === 8 ? inflateRawSync(data) : data;
+    assert.equal(content.length, entry.size, `size of ${entry.name}`);
+    const target = join(dir, entry.name);
+    await mkdir(dirname(target), { recursive: true });
+    await writeFile(target, content);
+  }
 }
 
 interface RunResult {
@@ -89,9 +111,9 @@ interface RunResult {
   output: string;
 }
 
-function run(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<RunResult> {
+function run(command: string, args: string[], env: NodeJS.ProcessEnv, cwd = ROOT): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -119,6 +141,7 @@ describe('osls package (serverless.yml)', () => {
   let outDir = '';
   let template: CfnTemplate;
   let entries: ZipEntry[] = [];
+  let zip: Buffer = Buffer.alloc(0);
   let zipBytes = 0;
 
   const resourcesOfType = (type: string): [string, CfnResource][] =>
@@ -163,7 +186,8 @@ describe('osls package (serverless.yml)', () => {
       ) as CfnTemplate;
       const zipPath = join(outDir, 'slotlake.zip');
       zipBytes = (await stat(zipPath)).size;
-      entries = listZip(await readFile(zipPath));
+      zip = await readFile(zipPath);
+      entries = listZip(zip);
       const unzipped = entries.reduce((sum, entry) => sum + entry.size, 0);
       console.log(
         `# osls package${isolated ? ' (no network)' : ''}: slotlake.zip ${(zipBytes / 1e6).toFixed(1)} MB, ` +
@@ -353,5 +377,18 @@ describe('osls package (serverless.yml)', () => {
         `budget (Lambda's limit is 250 MB)`,
     );
     assert.ok(zipBytes > 0);
+  });
+
+  it('runs from the unpacked artifact alone: the handler module loads with only the zipped dependencies', async () => {
+    // Outside the repository, so nothing resolves from the repo's node_modules: a runtime import of a
+    // devDependency (or of a file left out of the zip) fails here instead of in Lambda.
+    const unpacked = join(outDir, 'unpacked');
+    await extractZip(zip, entries, unpacked);
+    const probe =
+      "const m = await import('./dist/entrypoints/lambda.js');" +
+      "if (typeof m.handler !== 'function') throw new Error('no handler export');";
+    const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, NODE_OPTIONS: '--enable-source-maps' };
+    const result = await run(process.execPath, ['--input-type=module', '-e', probe], env, unpacked);
+    assert.equal(result.code, 0, `importing the packaged handler failed:\n${result.output}`);
   });
 });

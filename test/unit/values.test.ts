@@ -378,7 +378,17 @@ describe('stringifyJsonValue', () => {
       '"k"': 1,
     } as unknown as JsonValue;
     assert.equal(stringifyJsonValue(odd), JSON.stringify(odd));
-    assert.equal(stringifyJsonValue('\u2028\ud800'), JSON.stringify('\u2028\ud800'));
+    for (const text of [
+      '\u2028\ud800',
+      '\udc00x',
+      'x'.repeat(64),
+      'x'.repeat(65),
+      `${'x'.repeat(100)}"\n`,
+      '\u007f',
+    ]) {
+      assert.equal(stringifyJsonValue(text), JSON.stringify(text));
+      assert.equal(stringifyJsonValue({ [text]: text }), JSON.stringify({ [text]: text }));
+    }
   });
 
   it('isJsonNumber', () => {
@@ -462,9 +472,15 @@ describe('properties', () => {
     );
   });
 
+  /** String units that need escaping (quotes, controls, lone surrogates, U+2028) or are non-ASCII. */
+  const awkwardUnit = fc.oneof(
+    fc.constantFrom('"', '\\', '\n', '\u0000', '\u001f', '\u007f', '\ud800', '\udfff', '\u2028', 'é', 'x'),
+    fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }),
+  );
+
   it('stringifyJsonValue equals JSON.stringify and parses', () => {
     fc.assert(
-      fc.property(fc.jsonValue(), (value) => {
+      fc.property(fc.oneof(fc.jsonValue(), fc.jsonValue({ stringUnit: awkwardUnit })), (value) => {
         const text = stringifyJsonValue(value as JsonValue);
         assert.equal(text, JSON.stringify(value));
         assert.deepEqual(JSON.parse(text), JSON.parse(JSON.stringify(value)));

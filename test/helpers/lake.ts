@@ -1,0 +1,62 @@
+/** Reads the archive back from S3: every object under data/ and manifests/, records parsed. */
+import { gunzipSync } from 'node:zlib';
+import { GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { BUCKET } from './stack.js';
+
+export interface ChangeRecord {
+  op: 'c' | 'u' | 'd' | 't';
+  before: Record<string, unknown> | null;
+  after: Record<string, unknown> | null;
+  source: {
+    db: string;
+    schema: string;
+    table: string;
+    lsn: string;
+    commit_lsn: string;
+    seq: number;
+    txId: number;
+    ts_ms: number;
+    ts_us: number;
+  };
+  unchanged_toast?: string[];
+}
+
+export interface Lake {
+  readonly dataKeys: string[];
+  readonly manifestKeys: string[];
+  readonly manifests: Array<{ objects: Array<{ key: string; rows: number }>; [key: string]: unknown }>;
+  /** Every record with the key of the object that holds it. */
+  readonly records: Array<{ key: string; record: ChangeRecord; line: string }>;
+}
+
+export async function listKeys(s3: S3Client, prefix: string): Promise<string[]> {
+  const keys: string[] = [];
+  let token: string | undefined;
+  do {
+    const page = await s3.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: prefix, ContinuationToken: token }));
+    for (const item of page.Contents ?? []) if (item.Key) keys.push(item.Key);
+    token = page.NextContinuationToken;
+  } while (token);
+  return keys.sort();
+}
+
+async function getBytes(s3: S3Client, key: string): Promise<Uint8Array> {
+  const object = await s3.send(new GetObjectCommand({ Bucket: BUCKET, Key: key }));
+  return object.Body!.transformToByteArray();
+}
+
+export async function readLake(s3: S3Client, prefix: string): Promise<Lake> {
+  const dataKeys = await listKeys(s3, `${prefix}data/`);
+  const manifestKeys = await listKeys(s3, `${prefix}manifests/`);
+  const manifests = [];
+  for (const key of manifestKeys) manifests.push(JSON.parse(Buffer.from(await getBytes(s3, key)).toString('utf8')));
+  const records: Lake['records'] = [];
+  for (const key of dataKeys) {
+    const text = gunzipSync(await getBytes(s3, key)).toString('utf8');
+    for (const line of text.split('\n')) {
+      if (line === '') continue;
+      records.push({ key, record: JSON.parse(line) as ChangeRecord, line });
+    }
+  }
+  return { dataKeys, manifestKeys, manifests, records };
+}
