@@ -2,7 +2,17 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', '.tools/**', 'node_modules/**', '.serverless/**', '.slotlake/**', 'coverage/**'] },
+  {
+    ignores: [
+      'dist/**',
+      '.tools/**',
+      'node_modules/**',
+      '.serverless/**',
+      '.slotlake/**',
+      'coverage/**',
+      'scratch/**',
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

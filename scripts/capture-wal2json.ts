@@ -45,6 +45,7 @@ const TABLES: Record<string, TableSpec> = {
   docsFull: { schema: 'public', table: 'docs_full', key: 'id' },
   noKey: { schema: 'public', table: 'no_key', key: 'a' },
   odd: { schema: 'Odd Schema', table: 'Odd "Table", v2', key: 'Key Col' },
+  byIndex: { schema: 'public', table: 'by_index', key: 'id' },
 };
 
 const DDL = `
@@ -65,6 +66,9 @@ ALTER TABLE docs_full REPLICA IDENTITY FULL;
 CREATE TABLE no_key (a int4, b text);
 CREATE SCHEMA "Odd Schema";
 CREATE TABLE "Odd Schema"."Odd ""Table"", v2" ("Key Col" int4 PRIMARY KEY, "välue" text);
+CREATE TABLE by_index (id int4 PRIMARY KEY, u int4 NOT NULL, v text);
+CREATE UNIQUE INDEX by_index_u ON by_index (u);
+ALTER TABLE by_index REPLICA IDENTITY USING INDEX by_index_u;
 `;
 
 const ALL_TYPES_COLUMNS =
@@ -191,6 +195,16 @@ const STEPS: Step[] = [
       `UPDATE "Odd Schema"."Odd ""Table"", v2" SET "välue" = 'y'`,
     ],
     touches: [{ table: 'odd', keys: ['1'] }],
+  },
+  {
+    label: 'by_index: REPLICA IDENTITY USING INDEX',
+    sql: [
+      `INSERT INTO by_index VALUES (1, 10, 'a'), (2, 20, 'b')`,
+      `UPDATE by_index SET v = 'c' WHERE id = 1`,
+      `UPDATE by_index SET u = 11 WHERE id = 1`,
+      `DELETE FROM by_index WHERE id = 2`,
+    ],
+    touches: [{ table: 'byIndex', keys: ['1', '2'] }],
   },
 ];
 

@@ -100,7 +100,10 @@ const positiveInt = z
 
 /** Every SLOTLAKE_* variable slotlake knows, with its schema and default (as text, parsed like user input). */
 const SETTINGS = {
-  SLOTLAKE_SLOT: { schema: z.string().regex(SLOT_NAME, 'lower-case letters, digits and _ (max 63)'), default: 'slotlake' },
+  SLOTLAKE_SLOT: {
+    schema: z.string().regex(SLOT_NAME, 'lower-case letters, digits and _ (max 63)'),
+    default: 'slotlake',
+  },
   SLOTLAKE_PUBLICATION: {
     schema: z.string().regex(PUBLICATION_NAME, 'a plain identifier: letters, digits and _ (max 63)'),
     default: 'slotlake',
@@ -126,7 +129,10 @@ const SETTINGS = {
   SLOTLAKE_PREFIX: {
     schema: z
       .string()
-      .refine((p) => p === '' || (p.endsWith('/') && !p.startsWith('/')), 'empty, or ending with / (not starting with /)'),
+      .refine(
+        (p) => p === '' || (p.endsWith('/') && !p.startsWith('/')),
+        'empty, or ending with / (not starting with /)',
+      ),
     default: '',
   },
   SLOTLAKE_CHECKPOINT_TABLE: {
@@ -173,9 +179,7 @@ export interface LoadOptions {
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOptions = {}): Config {
   const requireStorage = options.requireStorage ?? true;
   const problems: string[] = [];
-  const unknown = Object.keys(env).filter(
-    (name) => name.startsWith('SLOTLAKE_') && !(name in SETTINGS),
-  );
+  const unknown = Object.keys(env).filter((name) => name.startsWith('SLOTLAKE_') && !(name in SETTINGS));
   for (const name of unknown) {
     const near = SETTING_NAMES.find((known) => editDistance(known, name) <= 3);
     problems.push(`unknown setting ${name}${near ? ` (did you mean ${near}?)` : ''}`);
@@ -191,12 +195,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
     }
     const parsed = (setting.schema as z.ZodType).safeParse(text);
     if (parsed.success) values[name] = parsed.data;
-    else problems.push(`${name}=${JSON.stringify(text)}: ${parsed.error.issues.map((i) => i.message).join('; ')}`);
+    else
+      problems.push(
+        `${name}=${JSON.stringify(text)}: ${parsed.error.issues.map((i) => i.message).join('; ')}`,
+      );
   }
   if (requireStorage) {
     if (values.SLOTLAKE_BUCKET === undefined && !problems.some((p) => p.startsWith('SLOTLAKE_BUCKET')))
       problems.push('SLOTLAKE_BUCKET is required (the S3 bucket of the archive)');
-    if (values.SLOTLAKE_CHECKPOINT_TABLE === undefined && !problems.some((p) => p.startsWith('SLOTLAKE_CHECKPOINT_TABLE')))
+    if (
+      values.SLOTLAKE_CHECKPOINT_TABLE === undefined &&
+      !problems.some((p) => p.startsWith('SLOTLAKE_CHECKPOINT_TABLE'))
+    )
       problems.push('SLOTLAKE_CHECKPOINT_TABLE is required (the DynamoDB table of the checkpoint)');
   }
   const databaseUrl = env.DATABASE_URL === '' ? undefined : env.DATABASE_URL;

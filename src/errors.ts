@@ -165,25 +165,32 @@ function classifyPg(code: string, message: string, cause: unknown): SlotlakeErro
       'the role needs the REPLICATION attribute (or rds_replication on RDS) and SELECT on the published tables',
     );
   if (code === '55006')
-    return make(
-      'slot-in-use',
-      'another process is streaming from this slot; wait for it or stop it',
-      true,
-    );
+    return make('slot-in-use', 'another process is streaming from this slot; wait for it or stop it', true);
   if (code === '42704' && /replication slot/i.test(message))
     return make('slot-missing', 'run `slotlake setup` to create the slot, or set SLOTLAKE_SLOT');
   if (code === '42704' && /publication/i.test(message))
-    return make('publication-missing', 'run `slotlake setup` to create the publication, or set SLOTLAKE_PUBLICATION');
+    return make(
+      'publication-missing',
+      'run `slotlake setup` to create the publication, or set SLOTLAKE_PUBLICATION',
+    );
   if (code === '55000' && /wal_level/i.test(message))
-    return make('source-wal-level', 'set wal_level = logical (rds.logical_replication = 1 on RDS) and restart');
+    return make(
+      'source-wal-level',
+      'set wal_level = logical (rds.logical_replication = 1 on RDS) and restart',
+    );
   if (code === '55000' && /(invalidated|can no longer get changes|lost)/i.test(message))
     return make(
       'slot-invalid',
       'the slot was invalidated (WAL removed, max_slot_wal_keep_size); recreate it and re-snapshot the tables',
     );
-  if (code === '3D000') return make('source-unreachable', 'the database does not exist; check DATABASE_URL / PGDATABASE');
+  if (code === '3D000')
+    return make('source-unreachable', 'the database does not exist; check DATABASE_URL / PGDATABASE');
   if (code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03')
-    return make('source-connection-lost', 'the Postgres connection failed; retried within the time budget', true);
+    return make(
+      'source-connection-lost',
+      'the Postgres connection failed; retried within the time budget',
+      true,
+    );
   if (code === '53300') return make('source-unreachable', 'too many connections on the server', true);
   if (code === '40001' || code === '40P01') return make('internal', 'a transient database conflict', true);
   return make('internal', `Postgres error ${code}`);
@@ -206,7 +213,10 @@ function classifyAws(
       'create the table (`slotlake setup`) or fix SLOTLAKE_CHECKPOINT_TABLE and AWS_REGION',
     );
   if (name === 'AccessDenied' || name === 'AccessDeniedException' || name === 'Forbidden' || status === 403)
-    return make('access-denied', 'the IAM role lacks permission on the bucket or table; see serverless.yml for the policy');
+    return make(
+      'access-denied',
+      'the IAM role lacks permission on the bucket or table; see serverless.yml for the policy',
+    );
   if (
     name === 'InvalidAccessKeyId' ||
     name === 'SignatureDoesNotMatch' ||

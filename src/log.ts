@@ -9,7 +9,10 @@ import { Logger } from '@aws-lambda-powertools/logger';
 
 export type { Logger };
 
-export function createLogger(level: 'DEBUG' | 'INFO' | 'WARN' | 'ERROR' = 'INFO', persistent: Record<string, unknown> = {}): Logger {
+export function createLogger(
+  level: 'DEBUG' | 'INFO' | 'WARN' | 'ERROR' = 'INFO',
+  persistent: Record<string, unknown> = {},
+): Logger {
   const logger = new Logger({
     serviceName: 'slotlake',
     logLevel: level,
@@ -17,7 +20,10 @@ export function createLogger(level: 'DEBUG' | 'INFO' | 'WARN' | 'ERROR' = 'INFO'
   });
   // Outside Lambda, write every level to stderr so stdout stays the summary's.
   if (!process.env.AWS_LAMBDA_FUNCTION_NAME) {
-    (logger as unknown as { console: Console }).console = new Console({ stdout: process.stderr, stderr: process.stderr });
+    (logger as unknown as { console: Console }).console = new Console({
+      stdout: process.stderr,
+      stderr: process.stderr,
+    });
   }
   return logger;
 }

@@ -39,7 +39,11 @@ export class DynamoCheckpointStore implements CheckpointStore {
   async read(): Promise<Checkpoint | null> {
     try {
       const result = await this.client.send(
-        new GetItemCommand({ TableName: this.table, Key: { pk: { S: this.pipeline } }, ConsistentRead: true }),
+        new GetItemCommand({
+          TableName: this.table,
+          Key: { pk: { S: this.pipeline } },
+          ConsistentRead: true,
+        }),
       );
       return result.Item ? fromItem(result.Item) : null;
     } catch (error) {
@@ -82,7 +86,11 @@ export class DynamoCheckpointStore implements CheckpointStore {
       if (error instanceof ConditionalCheckFailedException) {
         throw new SlotlakeError(
           `the checkpoint of pipeline ${this.pipeline} changed under this run (expected version ${expectedVersion})`,
-          { kind: 'checkpoint-conflict', hint: 'another run is working on this pipeline; nothing was acknowledged', cause: error },
+          {
+            kind: 'checkpoint-conflict',
+            hint: 'another run is working on this pipeline; nothing was acknowledged',
+            cause: error,
+          },
         );
       }
       throw classify(error, `writing the checkpoint to DynamoDB table ${this.table}`);
@@ -97,26 +105,35 @@ function fromItem(item: Record<string, AttributeValue>): Checkpoint {
   const partialLsn = item.partialCommitLsn?.S;
   return {
     lsn: parseLsn(text),
-    partial: partialLsn ? { commitLsn: parseLsn(partialLsn), nextSeq: Number(item.partialNextSeq?.N ?? '0') } : undefined,
+    partial: partialLsn
+      ? { commitLsn: parseLsn(partialLsn), nextSeq: Number(item.partialNextSeq?.N ?? '0') }
+      : undefined,
     version: Number(item.version?.N ?? '0'),
     updatedAt: item.updatedAt?.S ?? '',
   };
 }
 
 /** `setup`: creates the table (on-demand billing) when missing, else checks its key schema. */
-export async function ensureCheckpointTable(client: DynamoDBClient, table: string): Promise<'created' | 'exists'> {
+export async function ensureCheckpointTable(
+  client: DynamoDBClient,
+  table: string,
+): Promise<'created' | 'exists'> {
   try {
     const described = await client.send(new DescribeTableCommand({ TableName: table }));
     const key = described.Table?.KeySchema ?? [];
     if (key.length !== 1 || key[0]?.AttributeName !== 'pk' || key[0]?.KeyType !== 'HASH') {
-      throw new SlotlakeError(`DynamoDB table ${table} exists but its key is not a single partition key "pk"`, {
-        kind: 'config',
-        hint: 'use a table whose partition key is the string attribute pk, or another SLOTLAKE_CHECKPOINT_TABLE',
-      });
+      throw new SlotlakeError(
+        `DynamoDB table ${table} exists but its key is not a single partition key "pk"`,
+        {
+          kind: 'config',
+          hint: 'use a table whose partition key is the string attribute pk, or another SLOTLAKE_CHECKPOINT_TABLE',
+        },
+      );
     }
     return 'exists';
   } catch (error) {
-    if (!(error instanceof ResourceNotFoundException)) throw classify(error, `describing DynamoDB table ${table}`);
+    if (!(error instanceof ResourceNotFoundException))
+      throw classify(error, `describing DynamoDB table ${table}`);
   }
   try {
     await client.send(

@@ -57,7 +57,12 @@ export type LogicalMessage =
     }
   | { readonly tag: 'origin'; readonly originLsn: Lsn; readonly name: string }
   | ({ readonly tag: 'relation'; readonly relation: Relation } & InStream)
-  | ({ readonly tag: 'type'; readonly typeOid: number; readonly namespace: string; readonly name: string } & InStream)
+  | ({
+      readonly tag: 'type';
+      readonly typeOid: number;
+      readonly namespace: string;
+      readonly name: string;
+    } & InStream)
   | ({ readonly tag: 'insert'; readonly relationId: number; readonly newTuple: Tuple } & InStream)
   | ({
       readonly tag: 'update';

@@ -362,6 +362,8 @@ function fnv1a(text: string): number {
 export class Wal2jsonDecoder {
   readonly #relations = new Map<string, Relation>();
   readonly #idOwners = new Map<number, string>();
+  /** REPLICA IDENTITY USING INDEX: the index's columns, as the last update/delete showed them. */
+  readonly #indexKeys = new Map<string, readonly string[]>();
 
   /**
    * Decodes one XLogData payload. `walStart` is the frame's walStart (the commit's end LSN for C).
@@ -490,7 +492,8 @@ export class Wal2jsonDecoder {
       action === 'I' || (action === 'U' && field(obj, 'identity') === undefined)
         ? undefined
         : readColumns(obj, 'identity', where);
-    const known = this.relation(schema, table);
+    const tableKey = `${schema}\u0000${table}`;
+    const known = this.#relations.get(tableKey);
 
     // The table's full column list: wal2json has no relation message and an update omits unchanged
     // TOASTed columns, so take the most complete list this message allows. The identity is either
@@ -524,7 +527,10 @@ export class Wal2jsonDecoder {
       else replicaIdentity = 'i';
     }
 
-    const keys = new Set(pk);
+    // isKey as pgoutput sets it: the replica identity key — the primary key (d), the identity index's
+    // columns (i, remembered from the last identity seen), every column (f).
+    const indexKey = replicaIdentity === 'i' ? (identityNames ?? this.#indexKeys.get(tableKey)) : undefined;
+    const keys = new Set(replicaIdentity === 'f' ? shape.map((column) => column.name) : (indexKey ?? pk));
     const relation: Relation = {
       relationId: known?.relationId ?? this.#assignId(schema, table),
       namespace: schema,
@@ -538,8 +544,9 @@ export class Wal2jsonDecoder {
       })),
     };
     const out: LogicalMessage[] = [];
+    if (indexKey) this.#indexKeys.set(tableKey, indexKey);
     if (!known || !sameRelation(known, relation)) {
-      this.#relations.set(`${schema}\u0000${table}`, relation);
+      this.#relations.set(tableKey, relation);
       out.push({ tag: 'relation', relation });
     }
     const relationId = relation.relationId;

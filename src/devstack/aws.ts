@@ -47,7 +47,12 @@ export async function startLocalS3(directory: string, buckets: string[] = []): P
 
 export async function startLocalDynamo(path?: string): Promise<LocalDynamo> {
   const dynalite = require('dynalite') as (options: Record<string, unknown>) => Server;
-  const server = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0, ...(path ? { path } : {}) });
+  const server = dynalite({
+    createTableMs: 0,
+    deleteTableMs: 0,
+    updateTableMs: 0,
+    ...(path ? { path } : {}),
+  });
   const port = await freePort();
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -62,9 +62,12 @@ function startWorkload(url: string): { stop: () => Promise<void>; transactions: 
              FROM customers ORDER BY id DESC LIMIT $1`,
         [n],
       );
-      await client.query(`UPDATE orders SET status = 'paid' WHERE id IN (SELECT id FROM orders WHERE status = 'new' LIMIT 2)`);
+      await client.query(
+        `UPDATE orders SET status = 'paid' WHERE id IN (SELECT id FROM orders WHERE status = 'new' LIMIT 2)`,
+      );
       await client.query(`INSERT INTO events (kind, payload) VALUES ('tick', decode('deadbeef', 'hex'))`);
-      if (count % 7 === 6) await client.query(`DELETE FROM events WHERE id IN (SELECT id FROM events LIMIT 3)`);
+      if (count % 7 === 6)
+        await client.query(`DELETE FROM events WHERE id IN (SELECT id FROM events LIMIT 3)`);
       await client.query('COMMIT');
       count++;
       await new Promise((resolve) => setTimeout(resolve, 200));
@@ -134,7 +137,9 @@ export async function runDev(options: DevOptions): Promise<void> {
   await setupClient.end();
   const config = loadConfig(process.env);
   const setup = await performSetup(config);
-  say(`setup: publication ${setup.publication}, slot ${setup.slot}, checkpoint table ${setup.checkpointTable}, bucket ${setup.bucket}`);
+  say(
+    `setup: publication ${setup.publication}, slot ${setup.slot}, checkpoint table ${setup.checkpointTable}, bucket ${setup.bucket}`,
+  );
   const workload = startWorkload(databaseUrl);
   const stop = new AbortController();
   process.once('SIGINT', () => stop.abort());
@@ -154,7 +159,9 @@ export async function runDev(options: DevOptions): Promise<void> {
         untilCaughtUp: false,
         stopSignal: stop.signal,
         onBatch: (progress) =>
-          say(`  run ${run}: ${progress.changes} changes, ${progress.objects} objects, checkpoint ${progress.checkpoint}`),
+          say(
+            `  run ${run}: ${progress.changes} changes, ${progress.objects} objects, checkpoint ${progress.checkpoint}`,
+          ),
       });
       deadline.dispose();
       totalChanges += summary.changes;
@@ -174,5 +181,7 @@ export async function runDev(options: DevOptions): Promise<void> {
   say(`slotlake dev: ${totalChanges} changes archived in ${totalObjects} objects.`);
   say(`The archive is in ${lakeDir} (data/<schema>.<table>/dt=<date>/*.jsonl.gz and manifests/); try:`);
   say(`  zcat ${lakeDir}/data/public.orders/dt=*/*.jsonl.gz | head -3`);
-  process.stdout.write(`${JSON.stringify({ archive: lakeDir, changes: totalChanges, objects: totalObjects })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ archive: lakeDir, changes: totalChanges, objects: totalObjects })}\n`,
+  );
 }

@@ -69,14 +69,24 @@ function systemUser(): { uid: number; gid: number } | undefined {
   }
 }
 
-async function run(file: string, args: string[], owner: { uid: number; gid: number } | undefined): Promise<void> {
+async function run(
+  file: string,
+  args: string[],
+  owner: { uid: number; gid: number } | undefined,
+): Promise<void> {
   await new Promise<void>((resolve, reject) => {
-    const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(owner ?? {}), env: { LC_ALL: 'C' } });
+    const child = spawn(file, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...(owner ?? {}),
+      env: { LC_ALL: 'C' },
+    });
     let output = '';
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
     child.on('error', reject);
-    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${file} exited ${code}: ${output}`))));
+    child.on('exit', (code) =>
+      code === 0 ? resolve() : reject(new Error(`${file} exited ${code}: ${output}`)),
+    );
   });
 }
 
@@ -97,7 +107,14 @@ export async function startLocalPostgres(options: LocalPostgresOptions = {}): Pr
     }
     await run(
       join(bin, 'initdb'),
-      [`--pgdata=${dataDir}`, '--auth=scram-sha-256', `--username=${USER}`, `--pwfile=${pwfile}`, '--encoding=UTF8', '--no-sync'],
+      [
+        `--pgdata=${dataDir}`,
+        '--auth=scram-sha-256',
+        `--username=${USER}`,
+        `--pwfile=${pwfile}`,
+        '--encoding=UTF8',
+        '--no-sync',
+      ],
       owner,
     );
     rmSync(pwdir, { recursive: true, force: true });

@@ -62,8 +62,14 @@ export interface StatusReport {
 export async function readStatus(config: Config): Promise<StatusReport> {
   const dynamo = createDynamoClient();
   try {
-    const checkpoint = await new DynamoCheckpointStore(dynamo, config.checkpointTable, config.pipeline).read();
-    const slot = await withSourceClient({ databaseUrl: config.databaseUrl }, (client) => readSlot(client, config.slot));
+    const checkpoint = await new DynamoCheckpointStore(
+      dynamo,
+      config.checkpointTable,
+      config.pipeline,
+    ).read();
+    const slot = await withSourceClient({ databaseUrl: config.databaseUrl }, (client) =>
+      readSlot(client, config.slot),
+    );
     return {
       pipeline: config.pipeline,
       checkpoint: checkpoint ? formatLsn(checkpoint.lsn) : null,

@@ -40,7 +40,11 @@ program.name('slotlake').description('Archive a PostgreSQL logical replication s
 program
   .command('run')
   .description('one time-bounded run: resume from the checkpoint, archive, checkpoint, acknowledge')
-  .option('--max-duration <duration>', 'time budget, e.g. 30s or 5m (plays Lambda remaining time)', durationArgument)
+  .option(
+    '--max-duration <duration>',
+    'time budget, e.g. 30s or 5m (plays Lambda remaining time)',
+    durationArgument,
+  )
   .option('--until-caught-up', 'stop once everything written before the run started is archived')
   .action(async (options: { maxDuration?: number; untilCaughtUp?: boolean }) => {
     const settings = config();
@@ -48,7 +52,10 @@ program
     const deadline =
       options.maxDuration === undefined
         ? new Deadline(Number.POSITIVE_INFINITY, 0)
-        : new Deadline(processStartMs + options.maxDuration, Math.min(settings.safetyMarginMs, options.maxDuration / 4));
+        : new Deadline(
+            processStartMs + options.maxDuration,
+            Math.min(settings.safetyMarginMs, options.maxDuration / 4),
+          );
     const stop = new AbortController();
     const onSignal = (signal: string) => {
       if (stop.signal.aborted) process.exit(130); // second signal: give up draining

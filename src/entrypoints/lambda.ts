@@ -19,7 +19,10 @@ const logger = createLogger((process.env.SLOTLAKE_LOG_LEVEL?.toUpperCase() as 'I
 export async function ingest(_event: unknown, context: Context): Promise<RunSummary> {
   try {
     const config = loadConfig(process.env);
-    const deadline = new Deadline(systemClock.nowMs() + context.getRemainingTimeInMillis(), config.safetyMarginMs);
+    const deadline = new Deadline(
+      systemClock.nowMs() + context.getRemainingTimeInMillis(),
+      config.safetyMarginMs,
+    );
     try {
       return await performRun({ config, logger, deadline, untilCaughtUp: false });
     } finally {

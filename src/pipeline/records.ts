@@ -10,7 +10,12 @@
  * `unchanged_toast`.
  */
 import type { Relation, Tuple } from '../decoding/messages.js';
-import { createValueMapper, stringifyJsonValue, type TypeRegistry, type ValueMapper } from '../decoding/values.js';
+import {
+  createValueMapper,
+  stringifyJsonValue,
+  type TypeRegistry,
+  type ValueMapper,
+} from '../decoding/values.js';
 import { DecodeError } from '../errors.js';
 
 interface ColumnEncoder {
@@ -29,7 +34,11 @@ export interface TransactionSource {
   readonly tailJson: string;
 }
 
-export function transactionSource(commitLsnText: string, xid: number, commitTimeUnixUs: bigint): TransactionSource {
+export function transactionSource(
+  commitLsnText: string,
+  xid: number,
+  commitTimeUnixUs: bigint,
+): TransactionSource {
   const tsMs = commitTimeUnixUs / 1000n;
   return {
     commitLsnJson: `,"commit_lsn":"${commitLsnText}"`,
@@ -77,7 +86,12 @@ export class RelationEncoder {
    * `fallback` supplies values for unchanged TOAST columns (the old row under REPLICA IDENTITY FULL);
    * columns still unchanged are pushed to `unchanged`.
    */
-  encodeTuple(tuple: Tuple, keysOnly: boolean, fallback: Tuple | undefined, unchanged: string[] | undefined): string {
+  encodeTuple(
+    tuple: Tuple,
+    keysOnly: boolean,
+    fallback: Tuple | undefined,
+    unchanged: string[] | undefined,
+  ): string {
     this.checkWidth(tuple);
     let out = '{';
     let first = true;

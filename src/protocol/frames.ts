@@ -61,7 +61,9 @@ export function decodeServerFrame(payload: Uint8Array): ServerFrame {
     reader.end();
     return { type: 'keepalive', walEnd, sendTime, replyRequested: reply === 1 };
   }
-  throw new DecodeError(`replication frame: unknown frame type 0x${tag.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  throw new DecodeError(
+    `replication frame: unknown frame type 0x${tag.charCodeAt(0).toString(16).padStart(2, '0')}`,
+  );
 }
 
 export interface StandbyStatus {

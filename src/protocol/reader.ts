@@ -98,7 +98,8 @@ export class ByteReader {
   /** A NUL-terminated UTF-8 string. */
   cstring(field: string): string {
     const end = this.bytes.indexOf(0, this.offset);
-    if (end < 0) throw new DecodeError(`${this.what}: unterminated string for ${field} at byte ${this.offset}`);
+    if (end < 0)
+      throw new DecodeError(`${this.what}: unterminated string for ${field} at byte ${this.offset}`);
     const text = utf8.decode(this.bytes.subarray(this.offset, end));
     this.offset = end + 1;
     return text;
@@ -126,7 +127,9 @@ export class ByteReader {
   /** Asserts the message was consumed exactly. */
   end(): void {
     if (this.remaining !== 0) {
-      throw new DecodeError(`${this.what}: ${this.remaining} unexpected trailing bytes at byte ${this.offset}`);
+      throw new DecodeError(
+        `${this.what}: ${this.remaining} unexpected trailing bytes at byte ${this.offset}`,
+      );
     }
   }
 }

@@ -18,7 +18,7 @@
  */
 import pg from 'pg';
 import { classify, SlotlakeError } from '../errors.js';
-import { formatLsn, lsn, maxLsn, parseLsn, ZERO_LSN, type Lsn } from '../lsn.js';
+import { formatLsn, maxLsn, parseLsn, ZERO_LSN, type Lsn } from '../lsn.js';
 import { decodeServerFrame, encodeStandbyStatus, type ServerFrame } from '../protocol/frames.js';
 import { systemClock, type Clock } from '../runtime/deadline.js';
 
@@ -106,7 +106,12 @@ export class ReplicationConnection {
 
   async identifySystem(): Promise<SystemIdentity> {
     const result = await this.client.query('IDENTIFY_SYSTEM');
-    const row = result.rows[0] as { systemid: string; timeline: string; xlogpos: string; dbname: string | null };
+    const row = result.rows[0] as {
+      systemid: string;
+      timeline: string;
+      xlogpos: string;
+      dbname: string | null;
+    };
     return {
       systemId: row.systemid,
       timeline: Number(row.timeline),
@@ -202,7 +207,10 @@ export class ReplicationStream {
         this.wake();
       }
     });
-    this.statusTimer = setInterval(() => this.sendStatus(false), Math.max(50, Math.floor(options.statusIntervalMs / 2)));
+    this.statusTimer = setInterval(
+      () => this.sendStatus(false),
+      Math.max(50, Math.floor(options.statusIntervalMs / 2)),
+    );
     this.statusTimer.unref();
   }
 
@@ -317,7 +325,9 @@ export class ReplicationStream {
       replyRequested,
     });
     try {
-      internals(this.client).connection.sendCopyFromChunk(Buffer.from(status.buffer, status.byteOffset, status.byteLength));
+      internals(this.client).connection.sendCopyFromChunk(
+        Buffer.from(status.buffer, status.byteOffset, status.byteLength),
+      );
       this.statusUpdatesSent++;
     } catch {
       // the socket is gone; the stream's end handler reports it
@@ -370,4 +380,3 @@ export class ReplicationStream {
     }
   }
 }
-

@@ -10,8 +10,13 @@
  */
 import pg from 'pg';
 import { classify, SlotlakeError } from '../errors.js';
-import { lsn, lsnDistance, parseLsn, type Lsn } from '../lsn.js';
-import { clientConfig, quoteIdentifier, ReplicationConnection, type ConnectionSettings } from './connection.js';
+import { lsnDistance, parseLsn, type Lsn } from '../lsn.js';
+import {
+  clientConfig,
+  quoteIdentifier,
+  ReplicationConnection,
+  type ConnectionSettings,
+} from './connection.js';
 
 export interface SlotState {
   readonly name: string;
@@ -44,7 +49,10 @@ export async function openSourceClient(settings: ConnectionSettings): Promise<pg
   return client;
 }
 
-export async function withSourceClient<T>(settings: ConnectionSettings, use: (client: pg.Client) => Promise<T>): Promise<T> {
+export async function withSourceClient<T>(
+  settings: ConnectionSettings,
+  use: (client: pg.Client) => Promise<T>,
+): Promise<T> {
   const client = new pg.Client(clientConfig(settings, false));
   client.on('error', () => undefined);
   try {
@@ -118,10 +126,13 @@ export async function checkSource(
 ): Promise<SlotState> {
   const walLevel = (await client.query('SHOW wal_level')).rows[0] as { wal_level: string };
   if (walLevel.wal_level !== 'logical') {
-    throw new SlotlakeError(`wal_level is ${walLevel.wal_level}, logical decoding needs wal_level = logical`, {
-      kind: 'source-wal-level',
-      hint: 'set wal_level = logical (on RDS/Aurora: rds.logical_replication = 1 in the parameter group) and restart the server',
-    });
+    throw new SlotlakeError(
+      `wal_level is ${walLevel.wal_level}, logical decoding needs wal_level = logical`,
+      {
+        kind: 'source-wal-level',
+        hint: 'set wal_level = logical (on RDS/Aurora: rds.logical_replication = 1 in the parameter group) and restart the server',
+      },
+    );
   }
   const slot = await readSlot(client, want.slot);
   if (!slot) {
@@ -135,17 +146,25 @@ export async function checkSource(
     throw new SlotlakeError(
       `replication slot "${want.slot}" is a ${slot.slotType} slot for plugin "${slot.plugin}" in database "${slot.database}", ` +
         `but this pipeline needs a logical "${want.plugin}" slot in "${db.db}"`,
-      { kind: 'slot-invalid', hint: 'point SLOTLAKE_SLOT / SLOTLAKE_PLUGIN / the database at matching values' },
+      {
+        kind: 'slot-invalid',
+        hint: 'point SLOTLAKE_SLOT / SLOTLAKE_PLUGIN / the database at matching values',
+      },
     );
   }
   if (slot.walStatus === 'lost') {
-    throw new SlotlakeError(`replication slot "${want.slot}" was invalidated (wal_status = lost): WAL it needed is gone`, {
-      kind: 'slot-invalid',
-      hint: 'changes were lost on the server side: drop and recreate the slot (`slotlake setup`) and re-snapshot the tables; raise max_slot_wal_keep_size or run more often',
-    });
+    throw new SlotlakeError(
+      `replication slot "${want.slot}" was invalidated (wal_status = lost): WAL it needed is gone`,
+      {
+        kind: 'slot-invalid',
+        hint: 'changes were lost on the server side: drop and recreate the slot (`slotlake setup`) and re-snapshot the tables; raise max_slot_wal_keep_size or run more often',
+      },
+    );
   }
   if (want.plugin === 'pgoutput') {
-    const publication = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [want.publication]);
+    const publication = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [
+      want.publication,
+    ]);
     if (publication.rowCount === 0) {
       throw new SlotlakeError(`publication "${want.publication}" does not exist`, {
         kind: 'publication-missing',
@@ -170,30 +189,33 @@ export async function setupSource(
   const publicationState = await withSourceClient(settings, async (client) => {
     const walLevel = (await client.query('SHOW wal_level')).rows[0] as { wal_level: string };
     if (walLevel.wal_level !== 'logical') {
-      throw new SlotlakeError(`wal_level is ${walLevel.wal_level}, logical decoding needs wal_level = logical`, {
-        kind: 'source-wal-level',
-        hint: 'set wal_level = logical (on RDS/Aurora: rds.logical_replication = 1) and restart the server',
-      });
+      throw new SlotlakeError(
+        `wal_level is ${walLevel.wal_level}, logical decoding needs wal_level = logical`,
+        {
+          kind: 'source-wal-level',
+          hint: 'set wal_level = logical (on RDS/Aurora: rds.logical_replication = 1) and restart the server',
+        },
+      );
     }
     if (want.plugin !== 'pgoutput') return 'not-needed' as const;
-    const existing = await client.query('SELECT puballtables FROM pg_publication WHERE pubname = $1', [want.publication]);
+    const existing = await client.query('SELECT puballtables FROM pg_publication WHERE pubname = $1', [
+      want.publication,
+    ]);
     if (existing.rowCount !== 0) return 'exists' as const;
     if (want.tables) {
       for (const table of want.tables) {
         const [schema, name] = table.split('.') as [string, string];
-        const found = await client.query(
-          'SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = $2',
-          [schema, name],
-        );
+        const found = await client.query('SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = $2', [
+          schema,
+          name,
+        ]);
         if (found.rowCount === 0)
           throw new SlotlakeError(`table ${table} (from SLOTLAKE_TABLES) does not exist`, {
             kind: 'config',
             hint: 'fix SLOTLAKE_TABLES: a comma list of existing schema.table names',
           });
       }
-      const list = want.tables
-        .map((table) => table.split('.').map(quoteIdentifier).join('.'))
-        .join(', ');
+      const list = want.tables.map((table) => table.split('.').map(quoteIdentifier).join('.')).join(', ');
       await client.query(`CREATE PUBLICATION ${quoteIdentifier(want.publication)} FOR TABLE ${list}`);
     } else {
       await client.query(`CREATE PUBLICATION ${quoteIdentifier(want.publication)} FOR ALL TABLES`);
@@ -220,4 +242,3 @@ export async function setupSource(
     await connection.close();
   }
 }
-

@@ -132,19 +132,26 @@ export class CommitSequence {
       this.current = await withRetry(
         () =>
           store.write(
-            { lsn: position.lsn, partial: position.partial, note: { runId: this.context.runId, slot: this.context.slot } },
+            {
+              lsn: position.lsn,
+              partial: position.partial,
+              note: { runId: this.context.runId, slot: this.context.slot },
+            },
             expected,
           ),
         { what: 'writing the checkpoint', deadline },
       );
-      this.checkpointLatencyMs = this.checkpointLatencyMs * 0.5 + (performance.now() - checkpointStarted) * 0.5;
+      this.checkpointLatencyMs =
+        this.checkpointLatencyMs * 0.5 + (performance.now() - checkpointStarted) * 0.5;
     }
     // 4. Acknowledge.
     this.acknowledge(position.lsn);
     if (objects.length > 0 || counts.transactions > 0) {
       logger.info('batch committed', {
         checkpoint: formatLsn(position.lsn),
-        partial: position.partial ? `${formatLsn(position.partial.commitLsn)}#${position.partial.nextSeq}` : undefined,
+        partial: position.partial
+          ? `${formatLsn(position.partial.commitLsn)}#${position.partial.nextSeq}`
+          : undefined,
         transactions: counts.transactions,
         changes: rows,
         objects: objects.length,

@@ -34,7 +34,10 @@ export class Deadline {
   ) {
     const untilAbort = endsAtMs - safetyMarginMs - clock.nowMs();
     if (Number.isFinite(untilAbort)) {
-      this.timer = setTimeout(() => this.controller.abort(new Error('deadline reached')), Math.max(0, untilAbort));
+      this.timer = setTimeout(
+        () => this.controller.abort(new Error('deadline reached')),
+        Math.max(0, untilAbort),
+      );
       this.timer.unref();
     }
   }

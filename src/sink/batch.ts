@@ -124,14 +124,17 @@ export class BatchWriter {
     const slot = `${schema}.${table}/${dt}`;
     let object = this.open.get(slot);
     if (!object) {
-      object = new SpooledObject(join(this.options.spoolDir, `${process.pid}-${++this.fileCounter}.jsonl.gz`), {
-        schema,
-        table,
-        dt,
-        firstCommitLsn: commitLsn,
-        firstSeq: seq,
-        startsMidTransaction,
-      });
+      object = new SpooledObject(
+        join(this.options.spoolDir, `${process.pid}-${++this.fileCounter}.jsonl.gz`),
+        {
+          schema,
+          table,
+          dt,
+          firstCommitLsn: commitLsn,
+          firstSeq: seq,
+          startsMidTransaction,
+        },
+      );
       this.open.set(slot, object);
     }
     object.write(line, commitLsn);
@@ -212,7 +215,8 @@ export class BatchWriter {
   /** Estimated time to make this batch durable in S3 now. */
   estimateUploadMs(): number {
     let bytes = this.closedBytesPending;
-    for (const object of this.open.values()) bytes += Math.max(object.compressedBytes, object.uncompressedBytes / 8);
+    for (const object of this.open.values())
+      bytes += Math.max(object.compressedBytes, object.uncompressedBytes / 8);
     const objects = this.open.size + this.closedObjectsPending;
     return this.options.meter.estimateMs(objects, bytes, this.options.uploadConcurrency ?? 4);
   }

@@ -54,7 +54,13 @@ export class S3Archive {
     try {
       const upload = new Upload({
         client: this.client,
-        params: { Bucket: this.bucket, Key: key, Body: createReadStream(path), ContentType: contentType, ContentLength: bytes },
+        params: {
+          Bucket: this.bucket,
+          Key: key,
+          Body: createReadStream(path),
+          ContentType: contentType,
+          ContentLength: bytes,
+        },
         partSize: 8 * 1024 * 1024,
         queueSize: 2,
         leavePartsOnError: false,
@@ -87,7 +93,11 @@ export class S3Archive {
       await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
     } catch (error) {
       const status = (error as S3ServiceException).$metadata?.httpStatusCode;
-      if (status === 404 || (error as Error).name === 'NotFound' || (error as Error).name === 'NoSuchBucket') {
+      if (
+        status === 404 ||
+        (error as Error).name === 'NotFound' ||
+        (error as Error).name === 'NoSuchBucket'
+      ) {
         throw new SlotlakeError(`S3 bucket ${this.bucket} does not exist`, {
           kind: 'bucket-missing',
           hint: 'create it (`slotlake setup`) or fix SLOTLAKE_BUCKET / AWS_REGION',

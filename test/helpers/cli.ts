@@ -20,13 +20,22 @@ export function runCli(args: string[], env: Record<string, string>, timeoutMs = 
   if (!existsSync(BUILT)) throw new Error('dist/ is missing: run `npm run build` first (npm test does)');
   const cleanEnv: Record<string, string> = {};
   for (const [key, value] of Object.entries(process.env)) {
-    if (value !== undefined && !key.startsWith('SLOTLAKE_') && !key.startsWith('AWS_') && !key.startsWith('PG')) cleanEnv[key] = value;
+    if (
+      value !== undefined &&
+      !key.startsWith('SLOTLAKE_') &&
+      !key.startsWith('AWS_') &&
+      !key.startsWith('PG')
+    )
+      cleanEnv[key] = value;
   }
   delete cleanEnv.DATABASE_URL;
   delete cleanEnv.NODE_OPTIONS;
   const started = performance.now();
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...cleanEnv, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, ...args], {
+      env: { ...cleanEnv, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
@@ -38,7 +47,9 @@ export function runCli(args: string[], env: Record<string, string>, timeoutMs = 
       const lines = stdout.trim().split('\n').filter(Boolean);
       let summary: Record<string, unknown> | undefined;
       try {
-        summary = lines.length ? (JSON.parse(lines[lines.length - 1]!) as Record<string, unknown>) : undefined;
+        summary = lines.length
+          ? (JSON.parse(lines[lines.length - 1]!) as Record<string, unknown>)
+          : undefined;
       } catch {
         summary = undefined;
       }

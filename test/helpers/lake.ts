@@ -33,7 +33,9 @@ export async function listKeys(s3: S3Client, prefix: string): Promise<string[]> 
   const keys: string[] = [];
   let token: string | undefined;
   do {
-    const page = await s3.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: prefix, ContinuationToken: token }));
+    const page = await s3.send(
+      new ListObjectsV2Command({ Bucket: BUCKET, Prefix: prefix, ContinuationToken: token }),
+    );
     for (const item of page.Contents ?? []) if (item.Key) keys.push(item.Key);
     token = page.NextContinuationToken;
   } while (token);
@@ -49,7 +51,8 @@ export async function readLake(s3: S3Client, prefix: string): Promise<Lake> {
   const dataKeys = await listKeys(s3, `${prefix}data/`);
   const manifestKeys = await listKeys(s3, `${prefix}manifests/`);
   const manifests = [];
-  for (const key of manifestKeys) manifests.push(JSON.parse(Buffer.from(await getBytes(s3, key)).toString('utf8')));
+  for (const key of manifestKeys)
+    manifests.push(JSON.parse(Buffer.from(await getBytes(s3, key)).toString('utf8')));
   const records: Lake['records'] = [];
   for (const key of dataKeys) {
     const text = gunzipSync(await getBytes(s3, key)).toString('utf8');

@@ -21,7 +21,11 @@ export async function createReferenceSlot(pipeline: Pipeline): Promise<string> {
 const OPS: Record<string, ReferenceChange['op']> = { INSERT: 'c', UPDATE: 'u', DELETE: 'd', TRUNCATE: 't' };
 
 /** Every change the reference slot saw, for the tables whose names match `tables` (schema.table). */
-export async function referenceChanges(pipeline: Pipeline, slot: string, tables?: Set<string>): Promise<ReferenceChange[]> {
+export async function referenceChanges(
+  pipeline: Pipeline,
+  slot: string,
+  tables?: Set<string>,
+): Promise<ReferenceChange[]> {
   const result = await pipeline.sql(
     `SELECT lsn::text AS lsn, xid::text AS xid, data FROM pg_logical_slot_peek_changes($1, NULL, NULL)`,
     [slot],
@@ -34,11 +38,13 @@ export async function referenceChanges(pipeline: Pipeline, slot: string, tables?
     if (op === 't') {
       // "table a, b: TRUNCATE: ..." lists several tables in one row
       for (const name of match[1]!.split(',').map((part) => part.trim())) {
-        if (!tables || tables.has(name)) changes.push({ lsn: row.lsn, xid: Number(row.xid), table: name, op });
+        if (!tables || tables.has(name))
+          changes.push({ lsn: row.lsn, xid: Number(row.xid), table: name, op });
       }
       continue;
     }
-    if (!tables || tables.has(match[1]!)) changes.push({ lsn: row.lsn, xid: Number(row.xid), table: match[1]!, op });
+    if (!tables || tables.has(match[1]!))
+      changes.push({ lsn: row.lsn, xid: Number(row.xid), table: match[1]!, op });
   }
   return changes;
 }

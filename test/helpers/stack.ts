@@ -42,7 +42,11 @@ export interface Pipeline {
 }
 
 /** A fresh database with its own slot, publication, S3 prefix and checkpoint key. */
-export async function createPipeline(stack: TestStack, schemaSql: string, extraEnv: Record<string, string> = {}): Promise<Pipeline> {
+export async function createPipeline(
+  stack: TestStack,
+  schemaSql: string,
+  extraEnv: Record<string, string> = {},
+): Promise<Pipeline> {
   const name = `p${process.pid}_${++counter}_${Math.random().toString(36).slice(2, 7)}`;
   const databaseUrl = await stack.postgres.createDatabase(name);
   const client = new pg.Client({ connectionString: databaseUrl });

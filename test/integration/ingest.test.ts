@@ -38,7 +38,9 @@ async function setup(pipeline: Pipeline): Promise<void> {
   assert.equal(result.code, 0, result.stderr);
 }
 
-async function status(pipeline: Pipeline): Promise<{ checkpoint: string | null; slot: { confirmedFlushLsn: string; lagBytes: number } }> {
+async function status(
+  pipeline: Pipeline,
+): Promise<{ checkpoint: string | null; slot: { confirmedFlushLsn: string; lagBytes: number } }> {
   const result = await runCli(['status'], pipeline.env);
   assert.equal(result.code, 0, result.stderr);
   return JSON.parse(result.stdout.trim()) as never;
@@ -69,7 +71,8 @@ async function assertExactlyOnce(pipeline: Pipeline, referenceSlot: string, tabl
   assert.equal(ids.size, lake.records.length, '(commit_lsn, seq) must be unique');
   // every data object is listed in exactly one manifest, with its row count
   const listed = new Map<string, number>();
-  for (const manifest of lake.manifests) for (const object of manifest.objects) listed.set(object.key, object.rows);
+  for (const manifest of lake.manifests)
+    for (const object of manifest.objects) listed.set(object.key, object.rows);
   assert.deepEqual([...listed.keys()].sort(), lake.dataKeys);
   for (const key of lake.dataKeys) {
     assert.equal(lake.records.filter((r) => r.key === key).length, listed.get(key), `rows of ${key}`);
@@ -84,7 +87,8 @@ async function assertSlotAtCheckpoint(pipeline: Pipeline): Promise<string> {
   return report.checkpoint;
 }
 
-const KEY_FORMAT = /^p[^/]+\/data\/(\w+)\.(\w+)\/dt=\d{4}-\d{2}-\d{2}\/[0-9A-F]{16}-[0-9A-F]{16}(-\d{10})?\.jsonl\.gz$/;
+const KEY_FORMAT =
+  /^p[^/]+\/data\/(\w+)\.(\w+)\/dt=\d{4}-\d{2}-\d{2}\/[0-9A-F]{16}-[0-9A-F]{16}(-\d{10})?\.jsonl\.gz$/;
 
 describe('slotlake run', () => {
   test('archives inserts, updates, deletes and truncates of every contract type exactly once, and resumes', async () => {
@@ -111,11 +115,15 @@ describe('slotlake run', () => {
         '[1,5)', 12.34, '10:00:00+02', B'1010', '<a>x</a>')`);
       await pipeline.sql(`INSERT INTO kinds (id, f4, f8, d, ts, tstz, i8) VALUES
         (2, '-Infinity', 'Infinity', 'infinity', '-infinity', 'infinity', -9223372036854775808)`);
-      await pipeline.sql(`INSERT INTO accounts SELECT g, 'owner ' || g, g * 10.5, repeat('n', 10) FROM generate_series(1, 50) g`);
+      await pipeline.sql(
+        `INSERT INTO accounts SELECT g, 'owner ' || g, g * 10.5, repeat('n', 10) FROM generate_series(1, 50) g`,
+      );
       await pipeline.sql(`UPDATE accounts SET balance = balance + 1 WHERE id <= 10`);
       await pipeline.sql(`DELETE FROM accounts WHERE id > 45`);
       await pipeline.sql(`UPDATE kinds SET id = 3 WHERE id = 2`); // key change → old key sent
-      await pipeline.sql(`BEGIN; INSERT INTO audit (what) VALUES ('x'), ('y'); TRUNCATE audit; INSERT INTO audit (what) VALUES ('z'); COMMIT`);
+      await pipeline.sql(
+        `BEGIN; INSERT INTO audit (what) VALUES ('x'), ('y'); TRUNCATE audit; INSERT INTO audit (what) VALUES ('z'); COMMIT`,
+      );
 
       const first = await runCli(['run', '--until-caught-up', '--max-duration', '60s'], pipeline.env);
       assert.equal(first.code, 0, first.stderr);
@@ -136,7 +144,9 @@ describe('slotlake run', () => {
       const tables = ['public.kinds', 'public.accounts', 'public.audit'];
       let lake = await assertExactlyOnce(pipeline, referenceSlot, tables);
       for (const key of lake.dataKeys) assert.match(key, KEY_FORMAT);
-      assert.ok(lake.manifestKeys.every((key) => /manifests\/[0-9A-F]{16}-[0-9A-F]{16}(-\d{10})?\.json$/.test(key)));
+      assert.ok(
+        lake.manifestKeys.every((key) => /manifests\/[0-9A-F]{16}-[0-9A-F]{16}(-\d{10})?\.json$/.test(key)),
+      );
 
       const byTable = (table: string) =>
         lake.records.map((r) => r.record).filter((r) => r.source.table === table) as ChangeRecord[];
@@ -148,7 +158,7 @@ describe('slotlake run', () => {
         b: true,
         i2: -32768,
         i4: 2147483647,
-        i8: 9223372036854775807, // parsed as a float by JSON.parse; exact text checked below
+        i8: Number('9223372036854775807'), // JSON.parse rounds it; the exact text is checked below
         o: 4294967295,
         f4: 1.5,
         f8: 'NaN',
@@ -184,7 +194,17 @@ describe('slotlake run', () => {
       assert.ok(line1.includes('"i8":9223372036854775807,'), 'int8 written exactly');
       assert.equal(row1.before, null);
       assert.deepEqual(Object.keys(row1), ['op', 'before', 'after', 'source']);
-      assert.deepEqual(Object.keys(row1.source), ['db', 'schema', 'table', 'lsn', 'commit_lsn', 'seq', 'txId', 'ts_ms', 'ts_us']);
+      assert.deepEqual(Object.keys(row1.source), [
+        'db',
+        'schema',
+        'table',
+        'lsn',
+        'commit_lsn',
+        'seq',
+        'txId',
+        'ts_ms',
+        'ts_us',
+      ]);
       assert.equal(row1.source.db, pipeline.name);
       assert.equal(row1.source.seq, 0);
       assert.equal(Math.floor(row1.source.ts_us / 1000), row1.source.ts_ms);
@@ -202,7 +222,11 @@ describe('slotlake run', () => {
 
       const accounts = byTable('accounts');
       const update = accounts.find((r) => r.op === 'u' && r.after?.id === 1)!;
-      assert.deepEqual(update.before, { id: 1, owner: 'owner 1', balance: '10.50', notes: 'nnnnnnnnnn' }, 'full old row');
+      assert.deepEqual(
+        update.before,
+        { id: 1, owner: 'owner 1', balance: '10.50', notes: 'nnnnnnnnnn' },
+        'full old row',
+      );
       assert.equal(update.after?.balance, '11.50');
       const deletes = accounts.filter((r) => r.op === 'd');
       assert.equal(deletes.length, 5);
@@ -227,7 +251,9 @@ describe('slotlake run', () => {
       assert.equal(quiet.code, 0, quiet.stderr);
       assert.equal(quiet.summary?.changes, 0);
       assert.equal(quiet.summary?.startCheckpoint, checkpoint1);
-      await pipeline.sql(`INSERT INTO accounts SELECT g, 'late ' || g, 1, NULL FROM generate_series(100, 120) g`);
+      await pipeline.sql(
+        `INSERT INTO accounts SELECT g, 'late ' || g, 1, NULL FROM generate_series(100, 120) g`,
+      );
       await pipeline.sql(`UPDATE accounts SET notes = 'changed' WHERE id = 100`);
       const second = await runCli(['run', '--until-caught-up'], pipeline.env);
       assert.equal(second.code, 0, second.stderr);
@@ -242,7 +268,10 @@ describe('slotlake run', () => {
   });
 
   test('a 5 s budget under continuous writes returns in time; the next run archives the rest exactly once', async () => {
-    const pipeline = await createPipeline(stack, `CREATE TABLE ticks (id bigserial PRIMARY KEY, payload text, at timestamptz DEFAULT now());`);
+    const pipeline = await createPipeline(
+      stack,
+      `CREATE TABLE ticks (id bigserial PRIMARY KEY, payload text, at timestamptz DEFAULT now());`,
+    );
     try {
       await setup(pipeline);
       const referenceSlot = await createReferenceSlot(pipeline);
@@ -252,7 +281,9 @@ describe('slotlake run', () => {
       let written = 0;
       const load = (async () => {
         while (writing) {
-          await writer.query(`INSERT INTO ticks (payload) SELECT repeat('x', 200) FROM generate_series(1, 50)`);
+          await writer.query(
+            `INSERT INTO ticks (payload) SELECT repeat('x', 200) FROM generate_series(1, 50)`,
+          );
           written += 50;
         }
       })();

@@ -166,9 +166,10 @@ describe('wal2json decoder on captured PostgreSQL 15 output', () => {
           // the row's state before the transaction, if this is its first change in it
           if (before && oldTuple && !seen.has(`${table}/${oldRow[key]}`))
             check(relation, oldRow, before, `${table} old`);
-          // an old key holds the key column and nulls
+          // an old key holds the replica identity key columns, the others are null
           if (oldKey) {
-            for (const c of relation.columns) if (c.name !== key) assert.equal(oldRow[c.name], null);
+            for (const c of relation.columns)
+              assert.equal(oldRow[c.name] !== null, c.isKey, `${table} oldKey.${c.name}`);
           }
           seen.add(`${table}/${oldRow[key]}`);
         }
@@ -180,8 +181,8 @@ describe('wal2json decoder on captured PostgreSQL 15 output', () => {
           const later = msgs.slice(i + 1).some((n) => {
             if (n.tag !== 'update' && n.tag !== 'delete') return false;
             if (n.relationId !== m.relationId) return false;
-            const t = n.tag === 'delete' ? (n.oldTuple ?? n.oldKey)! : (n.oldTuple ?? n.oldKey ?? n.newTuple);
-            return named(relation, t)[key] === k;
+            const tuples = [n.oldTuple, n.oldKey, n.tag === 'update' ? n.newTuple : undefined];
+            return tuples.some((t) => t !== undefined && named(relation, t)[key] === k);
           });
           const after = tx.after[table]?.[k];
           if (!later && after) check(relation, newRow, after, `${table} new`);
@@ -312,7 +313,37 @@ describe('wal2json decoder on captured PostgreSQL 15 output', () => {
     assert.equal(del.oldTuple, undefined);
   });
 
-  it('REPLICA IDENTITY FULL: whole old rows', () => {
+  it('REPLICA IDENTITY USING INDEX: the index columns are the key', () => {
+    const tx = transaction(txOf('by_index').xid);
+    assert.deepEqual(
+      tx.map((m) => m.tag),
+      ['begin', 'relation', 'insert', 'insert', 'relation', 'update', 'update', 'delete', 'commit'],
+    );
+    const [, first, , , second, keep, move, del] = tx;
+    assert.ok(first?.tag === 'relation' && second?.tag === 'relation');
+    // an insert cannot show the identity: 'd' with the primary key until the first update
+    assert.equal(first.relation.replicaIdentity, 'd');
+    assert.equal(second.relation.replicaIdentity, 'i');
+    assert.deepEqual(
+      second.relation.columns.map((c) => [c.name, c.isKey]),
+      [
+        ['id', false],
+        ['u', true],
+        ['v', false],
+      ],
+    );
+    assert.ok(keep?.tag === 'update' && move?.tag === 'update' && del?.tag === 'delete');
+    assert.equal(keep.oldKey, undefined);
+    assert.deepEqual(move.oldKey?.map(text), [null, '10', null]);
+    assert.deepEqual(move.newTuple.map(text), ['1', '11', 'c']);
+    assert.deepEqual(del.oldKey?.map(text), [null, '20', null]);
+  });
+
+  it('REPLICA IDENTITY FULL: whole old rows, every column in the key (as pgoutput)', () => {
+    // the last relation sent for all_types
+    const relation = [...relations.values()].find((r) => r.name === 'all_types')!;
+    assert.equal(relation.replicaIdentity, 'f');
+    assert.ok(relation.columns.every((c) => c.isKey));
     const tx = transaction(txOf('delete all types').xid);
     const deletes = tx.filter((m) => m.tag === 'delete');
     assert.equal(deletes.length, 2);
