@@ -181,7 +181,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
   const problems: string[] = [];
   const unknown = Object.keys(env).filter((name) => name.startsWith('SLOTLAKE_') && !(name in SETTINGS));
   for (const name of unknown) {
-    const near = SETTING_NAMES.find((known) => editDistance(known, name) <= 3);
+    // The nearest known name within 3 edits (not merely the first one: BATCH_MAX_AGES is AGE, not ROWS).
+    let near: SettingName | undefined;
+    let nearDistance = 4;
+    for (const known of SETTING_NAMES) {
+      const distance = editDistance(known, name);
+      if (distance < nearDistance) [near, nearDistance] = [known, distance];
+    }
     problems.push(`unknown setting ${name}${near ? ` (did you mean ${near}?)` : ''}`);
   }
   const values: Record<string, unknown> = {};
@@ -252,7 +258,11 @@ export function describeConfig(config: Config): Record<string, unknown> {
 }
 
 export function redactUrl(url: string): string {
-  return url.replace(/(postgres(?:ql)?:\/\/[^:/@]+:)[^@]*@/, '$1***@');
+  // The userinfo ends at the LAST '@' before the path/query (a raw '@' may be in the password); the user may
+  // be empty; libpq also takes `?password=` in the query.
+  return url
+    .replace(/^(postgres(?:ql)?:\/\/[^:/?#@]*:)[^/?#]*@/, '$1***@')
+    .replace(/([?&]password=)[^&#]*/gi, '$1***');
 }
 
 function editDistance(a: string, b: string): number {

@@ -516,15 +516,8 @@ export class Wal2jsonDecoder {
     // Derived from what the identity holds; an insert says nothing, so it keeps the last one.
     let replicaIdentity: ReplicaIdentity = known?.replicaIdentity ?? 'd';
     if (identityNames) {
-      if (primaryKeyIdentity) replicaIdentity = 'd';
-      else if (
-        sameNames(
-          identityNames,
-          shape.map((column) => column.name),
-        )
-      )
-        replicaIdentity = 'f';
-      else replicaIdentity = 'i';
+      const shapeNames = shape.map((column) => column.name);
+      replicaIdentity = primaryKeyIdentity ? 'd' : sameNames(identityNames, shapeNames) ? 'f' : 'i';
     }
 
     // isKey as pgoutput sets it: the replica identity key — the primary key (d), the identity index's
