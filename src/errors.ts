@@ -127,9 +127,7 @@ export function classify(error: unknown, context?: string): SlotlakeError {
   const aws = error as AwsLikeError;
   const code = typeof pg?.code === 'string' ? pg.code : undefined;
 
-  if (code && /^[0-9A-Z]{5}$/.test(code)) {
-    return classifyPg(code, `${where}${message}`, error);
-  }
+  // Socket errno codes before SQLSTATEs: EPIPE has a SQLSTATE's shape (5 upper-case characters).
   if (code && NETWORK_CODES.has(code)) {
     return new SlotlakeError(`${where}${message}`, {
       kind: context?.includes('postgres') ? 'source-connection-lost' : 'aws-transient',
@@ -137,6 +135,9 @@ export function classify(error: unknown, context?: string): SlotlakeError {
       cause: error,
       hint: 'a network connection failed; slotlake retries within the time budget',
     });
+  }
+  if (code && /^[0-9A-Z]{5}$/.test(code)) {
+    return classifyPg(code, `${where}${message}`, error);
   }
   const awsName = aws?.name ?? aws?.Code;
   const status = aws?.$metadata?.httpStatusCode;
@@ -212,11 +213,7 @@ function classifyAws(
       'checkpoint-table-missing',
       'create the table (`slotlake setup`) or fix SLOTLAKE_CHECKPOINT_TABLE and AWS_REGION',
     );
-  if (name === 'AccessDenied' || name === 'AccessDeniedException' || name === 'Forbidden' || status === 403)
-    return make(
-      'access-denied',
-      'the IAM role lacks permission on the bucket or table; see serverless.yml for the policy',
-    );
+  // Credentials before the 403 fallback: S3 answers InvalidAccessKeyId and SignatureDoesNotMatch with 403.
   if (
     name === 'InvalidAccessKeyId' ||
     name === 'SignatureDoesNotMatch' ||
@@ -226,6 +223,11 @@ function classifyAws(
     name === 'ExpiredTokenException'
   )
     return make('aws-auth', 'check the AWS credentials and region');
+  if (name === 'AccessDenied' || name === 'AccessDeniedException' || name === 'Forbidden' || status === 403)
+    return make(
+      'access-denied',
+      'the IAM role lacks permission on the bucket or table; see serverless.yml for the policy',
+    );
   if (name === 'ConditionalCheckFailedException')
     return make('checkpoint-conflict', 'the checkpoint changed under this run: another run is active');
   if (throttling || AWS_THROTTLING.has(name) || (status !== undefined && status >= 500) || status === 429)

@@ -21,6 +21,7 @@ import type { CheckpointStore, PartialTransaction } from '../checkpoint/store.js
 import type { LogicalMessage } from '../decoding/messages.js';
 import { PgoutputDecoder } from '../decoding/pgoutput.js';
 import type { TypeInfo } from '../decoding/values.js';
+import { Wal2jsonDecoder, wal2jsonPluginOptions } from '../decoding/wal2json.js';
 import { classify, DecodeError, SlotlakeError } from '../errors.js';
 import { formatLsn, maxLsn, type Lsn } from '../lsn.js';
 import type { Logger } from '../log.js';
@@ -88,6 +89,18 @@ function utcDate(unixMicros: bigint): string {
 }
 
 const OPS: Record<'insert' | 'update' | 'delete', Op> = { insert: 'c', update: 'u', delete: 'd' };
+
+/** The configured plugin's decoder: pgoutput yields one message per frame, wal2json one or more. */
+function messageDecoder(
+  config: Config,
+): (frame: XLogDataFrame) => LogicalMessage | readonly LogicalMessage[] {
+  if (config.plugin === 'wal2json') {
+    const decoder = new Wal2jsonDecoder();
+    return (frame) => decoder.decode(frame.data, frame.walStart);
+  }
+  const decoder = new PgoutputDecoder({ protocolVersion: config.protocolVersion });
+  return (frame) => decoder.decode(frame.data);
+}
 
 export async function runIngest(options: RunOptions): Promise<RunSummary> {
   const { config, logger, deadline } = options;
@@ -212,10 +225,15 @@ export async function runIngest(options: RunOptions): Promise<RunSummary> {
     try {
       const identity = await replication.identifySystem();
       const target = identity.walPosition;
-      const pluginOptions: Record<string, string> = {
-        proto_version: String(config.protocolVersion),
-        publication_names: config.publication,
-      };
+      const pluginOptions: Record<string, string> =
+        config.plugin === 'wal2json'
+          ? wal2jsonPluginOptions(
+              config.tables?.map((name) => {
+                const [schema, table] = name.split('.') as [string, string];
+                return { schema, table };
+              }),
+            )
+          : { proto_version: String(config.protocolVersion), publication_names: config.publication };
       try {
         stream = replication.startReplication({
           slot: config.slot,
@@ -226,7 +244,7 @@ export async function runIngest(options: RunOptions): Promise<RunSummary> {
       } catch (error) {
         throw classify(error, 'starting replication');
       }
-      const decoder = new PgoutputDecoder({ protocolVersion: config.protocolVersion });
+      const decode = messageDecoder(config);
       const registry = new Map<number, TypeInfo>();
       const encoders = new Map<number, RelationEncoder>();
       const database = identity.database;
@@ -470,9 +488,15 @@ export async function runIngest(options: RunOptions): Promise<RunSummary> {
           continue;
         }
         lastDataAtMs = clock.nowMs();
-        const message = decoder.decode(frame.data);
-        await handle(message, frame);
-        if (message.tag === 'commit' || message.tag === 'begin') framesSinceEstimate = 64;
+        const decoded = decode(frame);
+        if (Array.isArray(decoded)) {
+          for (const message of decoded as readonly LogicalMessage[]) await handle(message, frame);
+          framesSinceEstimate = 64;
+        } else {
+          const message = decoded as LogicalMessage;
+          await handle(message, frame);
+          if (message.tag === 'commit' || message.tag === 'begin') framesSinceEstimate = 64;
+        }
       }
 
       summary.stopReason = stopReason;

@@ -6,86 +6,26 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { S3Client } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
 import pg from 'pg';
+import { assertExactlyOnce, assertSlotAtCheckpoint, setup, testS3Client } from '../helpers/assertions.js';
 import { runCli } from '../helpers/cli.js';
-import { readLake, type ChangeRecord, type Lake } from '../helpers/lake.js';
-import { createReferenceSlot, referenceChanges } from '../helpers/reference.js';
-import { createPipeline, startTestStack, type Pipeline, type TestStack } from '../helpers/stack.js';
+import type { ChangeRecord } from '../helpers/lake.js';
+import { createReferenceSlot } from '../helpers/reference.js';
+import { createPipeline, startTestStack, type TestStack } from '../helpers/stack.js';
 
 let stack: TestStack;
 let s3: S3Client;
 
 before(async () => {
   stack = await startTestStack();
-  s3 = new S3Client({
-    endpoint: stack.s3.endpoint,
-    forcePathStyle: true,
-    region: 'us-east-1',
-    credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-  });
+  s3 = testS3Client(stack);
 });
 
 after(async () => {
   s3?.destroy();
   await stack?.stop();
 });
-
-async function setup(pipeline: Pipeline): Promise<void> {
-  const result = await runCli(['setup'], pipeline.env);
-  assert.equal(result.code, 0, result.stderr);
-}
-
-async function status(
-  pipeline: Pipeline,
-): Promise<{ checkpoint: string | null; slot: { confirmedFlushLsn: string; lagBytes: number } }> {
-  const result = await runCli(['status'], pipeline.env);
-  assert.equal(result.code, 0, result.stderr);
-  return JSON.parse(result.stdout.trim()) as never;
-}
-
-/** Asserts the archive holds every reference change exactly once and nothing else. */
-async function assertExactlyOnce(pipeline: Pipeline, referenceSlot: string, tables: string[]): Promise<Lake> {
-  const lake = await readLake(s3, `${pipeline.name}/`);
-  const expected = await referenceChanges(pipeline, referenceSlot, new Set(tables));
-  const seen = new Map<string, number>();
-  for (const { record } of lake.records) {
-    const id = `${record.source.lsn}|${record.source.txId}|${record.source.schema}.${record.source.table}|${record.op}`;
-    seen.set(id, (seen.get(id) ?? 0) + 1);
-  }
-  const missing: string[] = [];
-  for (const change of expected) {
-    const id = `${change.lsn}|${change.xid}|${change.table}|${change.op}`;
-    const count = seen.get(id) ?? 0;
-    if (count === 0) missing.push(id);
-    else seen.set(id, count - 1);
-  }
-  const extra = [...seen.entries()].filter(([, count]) => count > 0).map(([id, count]) => `${id} x${count}`);
-  assert.deepEqual(missing, [], 'changes missing from the archive');
-  assert.deepEqual(extra, [], 'changes archived more than once or not in the database stream');
-  assert.equal(lake.records.length, expected.length);
-  // (commit_lsn, seq) identifies a change
-  const ids = new Set(lake.records.map(({ record }) => `${record.source.commit_lsn}#${record.source.seq}`));
-  assert.equal(ids.size, lake.records.length, '(commit_lsn, seq) must be unique');
-  // every data object is listed in exactly one manifest, with its row count
-  const listed = new Map<string, number>();
-  for (const manifest of lake.manifests)
-    for (const object of manifest.objects) listed.set(object.key, object.rows);
-  assert.deepEqual([...listed.keys()].sort(), lake.dataKeys);
-  for (const key of lake.dataKeys) {
-    assert.equal(lake.records.filter((r) => r.key === key).length, listed.get(key), `rows of ${key}`);
-  }
-  return lake;
-}
-
-async function assertSlotAtCheckpoint(pipeline: Pipeline): Promise<string> {
-  const report = await status(pipeline);
-  assert.ok(report.checkpoint, 'a checkpoint exists');
-  assert.equal(report.slot.confirmedFlushLsn, report.checkpoint, 'confirmed_flush_lsn equals the checkpoint');
-  return report.checkpoint;
-}
 
 const KEY_FORMAT =
   /^p[^/]+\/data\/(\w+)\.(\w+)\/dt=\d{4}-\d{2}-\d{2}\/[0-9A-F]{16}-[0-9A-F]{16}(-\d{10})?\.jsonl\.gz$/;
@@ -142,7 +82,7 @@ describe('slotlake run', () => {
       const checkpoint1 = await assertSlotAtCheckpoint(pipeline);
       assert.equal(summary.checkpoint, checkpoint1);
       const tables = ['public.kinds', 'public.accounts', 'public.audit'];
-      let lake = await assertExactlyOnce(pipeline, referenceSlot, tables);
+      let lake = await assertExactlyOnce(s3, pipeline, referenceSlot, tables);
       for (const key of lake.dataKeys) assert.match(key, KEY_FORMAT);
       assert.ok(
         lake.manifestKeys.every((key) => /manifests\/[0-9A-F]{16}-[0-9A-F]{16}(-\d{10})?\.json$/.test(key)),
@@ -261,7 +201,7 @@ describe('slotlake run', () => {
       assert.equal(second.summary?.transactions, 2);
       const checkpoint2 = await assertSlotAtCheckpoint(pipeline);
       assert.notEqual(checkpoint2, checkpoint1);
-      lake = await assertExactlyOnce(pipeline, referenceSlot, tables);
+      lake = await assertExactlyOnce(s3, pipeline, referenceSlot, tables);
     } finally {
       await pipeline.close();
     }
@@ -303,7 +243,7 @@ describe('slotlake run', () => {
       const rest = await runCli(['run', '--until-caught-up'], pipeline.env);
       assert.equal(rest.code, 0, rest.stderr);
       await assertSlotAtCheckpoint(pipeline);
-      await assertExactlyOnce(pipeline, referenceSlot, ['public.ticks']);
+      await assertExactlyOnce(s3, pipeline, referenceSlot, ['public.ticks']);
     } finally {
       await pipeline.close();
     }

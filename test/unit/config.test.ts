@@ -340,7 +340,10 @@ describe('secrets', () => {
       ['postgres://:secret@host/db', 'postgres://:***@host/db'],
       ['postgresql://u:pw@[::1]:5432/db', 'postgresql://u:***@[::1]:5432/db'],
       ['postgres://host/db?user=u&password=secret', 'postgres://host/db?user=u&password=***'],
-      ['postgres://host/db?password=secret&sslmode=require', 'postgres://host/db?password=***&sslmode=require'],
+      [
+        'postgres://host/db?password=secret&sslmode=require',
+        'postgres://host/db?password=***&sslmode=require',
+      ],
     ];
     for (const [url, redacted] of cases) {
       assert.equal(redactUrl(url), redacted);

@@ -1,0 +1,89 @@
+/** Assertions shared by the integration tests: the archive against the database's own stream, slot vs checkpoint. */
+import assert from 'node:assert/strict';
+import { S3Client } from '@aws-sdk/client-s3';
+import { runCli } from './cli.js';
+import { readLake, type Lake } from './lake.js';
+import { referenceChanges } from './reference.js';
+import type { Pipeline, TestStack } from './stack.js';
+
+/** An S3 client for reading the local archive back. */
+export function testS3Client(stack: TestStack): S3Client {
+  return new S3Client({
+    endpoint: stack.s3.endpoint,
+    forcePathStyle: true,
+    region: 'us-east-1',
+    credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+}
+
+export interface StatusReport {
+  checkpoint: string | null;
+  partial: { commitLsn: string; nextSeq: number } | null;
+  slot: {
+    confirmedFlushLsn: string;
+    lagBytes: number;
+    active: boolean;
+    walStatus: string;
+    retainedWalBytes: number;
+    currentWalLsn: string;
+  };
+}
+
+export async function setup(pipeline: Pipeline): Promise<void> {
+  const result = await runCli(['setup'], pipeline.env);
+  assert.equal(result.code, 0, result.stderr);
+}
+
+export async function status(pipeline: Pipeline): Promise<StatusReport> {
+  const result = await runCli(['status'], pipeline.env);
+  assert.equal(result.code, 0, result.stderr);
+  return JSON.parse(result.stdout.trim()) as never;
+}
+
+/** Asserts the archive holds every reference change exactly once and nothing else. */
+export async function assertExactlyOnce(
+  s3: S3Client,
+  pipeline: Pipeline,
+  referenceSlot: string,
+  tables: string[],
+): Promise<Lake> {
+  const lake = await readLake(s3, `${pipeline.name}/`);
+  const expected = await referenceChanges(pipeline, referenceSlot, new Set(tables));
+  const seen = new Map<string, number>();
+  for (const { record } of lake.records) {
+    const id = `${record.source.lsn}|${record.source.txId}|${record.source.schema}.${record.source.table}|${record.op}`;
+    seen.set(id, (seen.get(id) ?? 0) + 1);
+  }
+  const missing: string[] = [];
+  for (const change of expected) {
+    const id = `${change.lsn}|${change.xid}|${change.table}|${change.op}`;
+    const count = seen.get(id) ?? 0;
+    if (count === 0) missing.push(id);
+    else seen.set(id, count - 1);
+  }
+  const extra = [...seen.entries()].filter(([, count]) => count > 0).map(([id, count]) => `${id} x${count}`);
+  assert.deepEqual(missing, [], 'changes missing from the archive');
+  assert.deepEqual(extra, [], 'changes archived more than once or not in the database stream');
+  assert.equal(lake.records.length, expected.length);
+  // (commit_lsn, seq) identifies a change
+  const ids = new Set(lake.records.map(({ record }) => `${record.source.commit_lsn}#${record.source.seq}`));
+  assert.equal(ids.size, lake.records.length, '(commit_lsn, seq) must be unique');
+  // every data object is listed in exactly one manifest, with its row count
+  const listed = new Map<string, number>();
+  for (const manifest of lake.manifests)
+    for (const object of manifest.objects) listed.set(object.key, object.rows);
+  assert.deepEqual([...listed.keys()].sort(), lake.dataKeys);
+  for (const key of lake.dataKeys) {
+    assert.equal(lake.records.filter((r) => r.key === key).length, listed.get(key), `rows of ${key}`);
+  }
+  return lake;
+}
+
+export async function assertSlotAtCheckpoint(pipeline: Pipeline): Promise<string> {
+  const report = await status(pipeline);
+  assert.ok(report.checkpoint, 'a checkpoint exists');
+  assert.equal(report.slot.confirmedFlushLsn, report.checkpoint, 'confirmed_flush_lsn equals the checkpoint');
+  return report.checkpoint;
+}
