@@ -9,6 +9,7 @@
  */
 import { z } from 'zod';
 import { SlotlakeError } from './errors.js';
+import { parseKillSpec, type KillPoint } from './runtime/kill-points.js';
 
 export type Plugin = 'pgoutput' | 'wal2json';
 export type OutputFormat = 'jsonl' | 'parquet';
@@ -47,6 +48,12 @@ export interface Config {
   readonly leaseDurationMs: number;
   /** Local folder for compressed objects before upload. */
   readonly spoolDir: string | undefined;
+  /** Bytes of received frames held before reading pauses (backpressure). */
+  readonly readBufferBytes: number;
+  /** Reconnects after a dropped Postgres connection within one run. */
+  readonly reconnectAttempts: number;
+  /** Testing only: SIGKILL the process at this step. */
+  readonly killAt: { point: KillPoint; occurrence: number } | undefined;
   readonly logLevel: 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
 }
 
@@ -151,6 +158,22 @@ const SETTINGS = {
   SLOTLAKE_SLOT_POSITION_POLICY: { schema: z.enum(['fail', 'trust-slot']), default: 'fail' },
   SLOTLAKE_LEASE_DURATION: { schema: duration, default: '60s' },
   SLOTLAKE_SPOOL_DIR: { schema: z.string().min(1), default: undefined },
+  SLOTLAKE_READ_BUFFER: { schema: size, default: '16MiB' },
+  SLOTLAKE_RECONNECT_ATTEMPTS: {
+    schema: z.string().regex(/^\d+$/, 'expected a whole number').transform(Number),
+    default: '3',
+  },
+  SLOTLAKE_KILL_AT: {
+    schema: z.string().transform((text, ctx) => {
+      try {
+        return parseKillSpec(text);
+      } catch (error) {
+        ctx.addIssue({ code: 'custom', message: (error as Error).message });
+        return z.NEVER;
+      }
+    }),
+    default: undefined,
+  },
   SLOTLAKE_LOG_LEVEL: {
     schema: z
       .string()
@@ -245,6 +268,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
     slotPositionPolicy: values.SLOTLAKE_SLOT_POSITION_POLICY as SlotPositionPolicy,
     leaseDurationMs: values.SLOTLAKE_LEASE_DURATION as number,
     spoolDir: values.SLOTLAKE_SPOOL_DIR as string | undefined,
+    readBufferBytes: values.SLOTLAKE_READ_BUFFER as number,
+    reconnectAttempts: values.SLOTLAKE_RECONNECT_ATTEMPTS as number,
+    killAt: values.SLOTLAKE_KILL_AT as Config['killAt'],
     logLevel: values.SLOTLAKE_LOG_LEVEL as Config['logLevel'],
   };
 }

@@ -1,13 +1,18 @@
 /**
- * The checkpoint: where the archive ends, stored outside the database.
+ * The checkpoint, the lease and the intent: the pipeline's state outside the database.
  *
- * One item per pipeline says "every change committed before `lsn` is durably in S3". It is written only
- * after the objects and the manifest of a batch are durable, and only then is `lsn` acknowledged to
- * Postgres as flushed (see runtime/commit.ts, the one place that orders these steps). A transaction cut
- * by a run's deadline is recorded in `partial`: its commit LSN and how many of its changes (by `seq`)
- * are already archived, so the next run skips exactly those. `version` grows with every write; every
- * write is conditional on the version read before, so two runs can never both advance the checkpoint
- * from the same state. Implementations must never move a stored checkpoint backwards.
+ * One item per pipeline holds:
+ * - the **checkpoint**: "every change committed before `lsn` is durably in S3" (plus `partial`, a transaction
+ *   cut by a deadline: its commit LSN and how many of its changes are archived). It is written only after a
+ *   batch's objects and manifest are durable, and only then is `lsn` acknowledged to Postgres (see
+ *   runtime/commit.ts, the one place that orders these steps). It never moves backwards.
+ * - the **lease**: which run may work on the pipeline (`owner`), until when (`expiresAtMs`), and a `fence`
+ *   that grows with every acquisition. Every write after acquisition is conditional on still holding the
+ *   lease with that fence, so a run that lost it can change nothing.
+ * - the **intent**: the S3 keys of the batch being written (recorded before each upload). A checkpoint write
+ *   clears it atomically; an intent found at start therefore names objects of a batch that never committed,
+ *   which recovery deletes before streaming.
+ * `version` grows with every checkpoint write; writes are conditional on the version read before.
  */
 import type { Lsn } from '../lsn.js';
 
@@ -33,12 +38,43 @@ export interface CheckpointUpdate {
   readonly note?: Readonly<Record<string, string | number>>;
 }
 
+export interface Lease {
+  readonly owner: string;
+  readonly fence: number;
+  readonly expiresAtMs: number;
+}
+
+export type Acquisition =
+  | {
+      readonly acquired: true;
+      readonly lease: Lease;
+      readonly checkpoint: Checkpoint | null;
+      /** Keys of an uncommitted batch left by an earlier run (to delete before streaming). */
+      readonly intentKeys: readonly string[];
+    }
+  | {
+      readonly acquired: false;
+      readonly holder: string | undefined;
+      readonly expiresAtMs: number | undefined;
+    };
+
 export interface CheckpointStore {
-  /** The stored checkpoint, or null when this pipeline has none yet. */
+  /** The stored checkpoint, or null when this pipeline has none yet (read-only; for `status`). */
   read(): Promise<Checkpoint | null>;
+  /** Takes the lease if it is free, expired, or already ours (`owner`); never waits. */
+  acquire(owner: string, durationMs: number, nowMs: number): Promise<Acquisition>;
+  /** Extends the lease. Throws `lease-lost` when it is no longer ours. */
+  renew(lease: Lease, durationMs: number, nowMs: number): Promise<Lease>;
+  /** Gives the lease up (best effort at the end of a run). */
+  release(lease: Lease): Promise<void>;
+  /** Adds keys to the intent. Throws `lease-lost` when the lease is no longer ours. */
+  recordIntent(lease: Lease, keys: readonly string[]): Promise<void>;
+  /** Clears the intent (after recovery removed its objects). */
+  clearIntent(lease: Lease): Promise<void>;
   /**
-   * Stores `update` if the stored version is still `expectedVersion` (null: no item yet).
-   * Throws a `checkpoint-conflict` SlotlakeError otherwise. Returns the stored checkpoint.
+   * Stores `update` and clears the intent, if the lease is still ours and the stored version is still
+   * `expectedVersion` (null: no checkpoint yet). Throws `lease-lost` or `checkpoint-conflict` otherwise.
+   * Safe to retry: a write that took effect although its response was lost is recognised as ours.
    */
-  write(update: CheckpointUpdate, expectedVersion: number | null): Promise<Checkpoint>;
+  write(update: CheckpointUpdate, expectedVersion: number | null, lease: Lease): Promise<Checkpoint>;
 }

@@ -171,6 +171,8 @@ export class ReplicationStream {
   private serverWalEnd: Lsn = ZERO_LSN;
   private lastStatusAtMs = 0;
   statusUpdatesSent = 0;
+  /** How often reading paused because the pipeline was behind. */
+  readPauses = 0;
 
   constructor(
     private readonly client: pg.Client,
@@ -237,6 +239,7 @@ export class ReplicationStream {
     this.queuedBytes += frame.type === 'xlogdata' ? frame.data.byteLength + 25 : 18;
     if (!this.paused && this.queuedBytes > this.highWater) {
       this.paused = true;
+      this.readPauses++;
       internals(this.client).connection.stream.pause();
     }
     this.wake();

@@ -1,21 +1,27 @@
 /**
  * The commit sequence: the ONE place that orders durability.
  *
+ *   0. intent in DynamoDB      (the keys about to be written, under the lease; objects that closed early
+ *                               were registered the same way just before their own upload)
  *   1. objects durable in S3   (every object of the batch uploaded and confirmed)
  *   2. manifest in S3          (`manifests/<start>-<end>.json`: the batch's LSN range and its objects)
- *   3. checkpoint in DynamoDB  (conditional on the version this run last saw)
+ *   3. checkpoint in DynamoDB  (conditional on the lease and on the version this run last saw; clears the
+ *                               intent in the same write)
  *   4. flush acknowledged to Postgres (standby status update with flush = checkpoint)
  *
  * Each step starts only after the previous one succeeded; a failure anywhere stops the sequence, so
  * nothing is ever checkpointed that is not in S3, and nothing is acknowledged that is not checkpointed.
- * Only "this LSN is durable" travels back to the replication stream, through `acknowledge`.
+ * A crash between 0 and 3 leaves an intent naming every object that may exist; the next run deletes them
+ * before it streams (`recoverIntent`). Only "this LSN is durable" travels back to the replication stream,
+ * through `acknowledge`. Why each crash point is safe: docs/exactly-once.md.
  */
 import { formatLsn, lsnKey, type Lsn } from '../lsn.js';
-import type { Checkpoint, CheckpointStore, PartialTransaction } from '../checkpoint/store.js';
+import type { Checkpoint, CheckpointStore, Lease, PartialTransaction } from '../checkpoint/store.js';
 import type { ArchivedObject, BatchWriter, UploadMeter } from '../sink/batch.js';
 import type { S3Archive } from '../sink/s3.js';
 import type { Logger } from '../log.js';
 import type { Deadline } from './deadline.js';
+import { killPoint } from './kill-points.js';
 import { withRetry } from './retry.js';
 
 export interface DurablePosition {
@@ -34,6 +40,8 @@ export interface CommitContext {
   readonly pipeline: string;
   readonly slot: string;
   readonly runId: string;
+  /** The lease this run holds (its fence guards every write). */
+  readonly lease: () => Lease;
 }
 
 export interface CommitResult {
@@ -75,6 +83,13 @@ export class CommitSequence {
     this.acknowledge = acknowledge;
   }
 
+  private manifestKey(batch: BatchWriter): string {
+    const part = batch.firstRowContinues ? `-${String(batch.firstRowContinues.seq).padStart(10, '0')}` : '';
+    return this.context.archive.key(
+      `manifests/${lsnKey(batch.firstCommitLsn!)}-${lsnKey(batch.lastCommitLsn!)}${part}.json`,
+    );
+  }
+
   /** Estimated time for steps 2–4 (the upload estimate comes from the batch). */
   estimateTailMs(): number {
     return this.context.meter.requestLatencyMs + this.checkpointLatencyMs + 50;
@@ -87,16 +102,17 @@ export class CommitSequence {
   async commit(batch: BatchWriter, position: DurablePosition, counts: BatchCounts): Promise<CommitResult> {
     const { archive, store, logger, deadline } = this.context;
     const started = performance.now();
-    // 1. Objects durable in S3.
-    const objects = await batch.finish();
+    const manifestKey = batch.isEmpty ? undefined : this.manifestKey(batch);
+    // 0 + 1. Intent, then objects durable in S3.
+    const objects = await batch.finish(manifestKey ? [manifestKey] : []);
     const bytes = objects.reduce((sum, object) => sum + object.bytes, 0);
     const rows = objects.reduce((sum, object) => sum + object.rows, 0);
+    if (objects.length > 0) killPoint('after-upload');
     // 2. Manifest.
-    if (objects.length > 0) {
+    if (objects.length > 0 && manifestKey) {
       const first = batch.firstCommitLsn!;
       const last = batch.lastCommitLsn!;
-      const part = batch.firstRowContinues ? `-${String(batch.firstRowContinues.seq).padStart(10, '0')}` : '';
-      const key = archive.key(`manifests/${lsnKey(first)}-${lsnKey(last)}${part}.json`);
+      const key = manifestKey;
       const manifest = {
         version: 1,
         pipeline: this.context.pipeline,
@@ -124,6 +140,7 @@ export class CommitSequence {
         })),
       };
       await withRetry(() => archive.putJson(key, manifest), { what: `writing manifest ${key}`, deadline });
+      killPoint('after-manifest');
     }
     // 3. Checkpoint.
     if (!samePosition(this.current, position)) {
@@ -138,14 +155,17 @@ export class CommitSequence {
               note: { runId: this.context.runId, slot: this.context.slot },
             },
             expected,
+            this.context.lease(),
           ),
         { what: 'writing the checkpoint', deadline },
       );
       this.checkpointLatencyMs =
         this.checkpointLatencyMs * 0.5 + (performance.now() - checkpointStarted) * 0.5;
+      killPoint('after-checkpoint');
     }
     // 4. Acknowledge.
     this.acknowledge(position.lsn);
+    killPoint('after-ack');
     if (objects.length > 0 || counts.transactions > 0) {
       logger.info('batch committed', {
         checkpoint: formatLsn(position.lsn),

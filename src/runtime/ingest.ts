@@ -1,29 +1,34 @@
 /**
  * The run loop: one time-bounded run of the pipeline, the same for the CLI and the Lambda handler.
  *
- * Flow: resume position (checkpoint, else the slot) → START_REPLICATION → frames → logical messages →
- * transactions (Begin…Commit, each change numbered by `seq`) → records appended to per-table objects of the
- * current batch → at a transaction boundary, when the batch is big or old enough, the commit sequence
- * (runtime/commit.ts) makes it durable, checkpoints and acknowledges. Transactions whose commit LSN is below
- * the resume position are skipped on replay; a transaction cut by an earlier run's deadline is resumed at
- * the first `seq` not yet archived. The run stops reading when the deadline leaves just enough time for
- * the final flush (estimated from measured upload speed), on a signal, once caught up with the WAL position
- * captured at start (`--until-caught-up`), or after an idle period; then it drains: final batch, checkpoint,
- * acknowledgement, CopyDone. When nothing is pending, the server's keepalive position is adopted, so an idle
- * slot advances instead of pinning WAL.
+ * A run: check the bucket → take the pipeline lease (another holder: stop at once with `lease-held`) → remove
+ * the objects of an uncommitted batch an earlier run left (its intent) → check the source and decide where
+ * to resume (the checkpoint, or the slot when there is none) → stream: START_REPLICATION, frames → logical
+ * messages → transactions (Begin…Commit, each change numbered by `seq`) → record lines appended to the
+ * current batch's objects → at a transaction boundary, when the batch is big or old enough, the commit
+ * sequence (runtime/commit.ts) makes it durable, checkpoints and acknowledges.
+ *
+ * Transactions whose commit LSN is below the resume position are skipped on replay; a transaction cut by an
+ * earlier run is resumed at the first `seq` not yet archived. Reading stops when the deadline leaves just
+ * enough time for the final flush (estimated from measured upload speed), on a signal, once caught up with
+ * the WAL position captured at start (`--until-caught-up`), or after an idle period; then the run drains:
+ * final batch, checkpoint, acknowledgement, CopyDone. When nothing is pending, the position the server's
+ * keepalives report is adopted, so an idle slot advances instead of pinning WAL. A dropped Postgres
+ * connection commits what is complete and reconnects from the checkpoint while time allows.
  */
 import { randomUUID } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
+import type pg from 'pg';
 import type { Config } from '../config.js';
-import type { CheckpointStore, PartialTransaction } from '../checkpoint/store.js';
+import type { Checkpoint, CheckpointStore, Lease, PartialTransaction } from '../checkpoint/store.js';
 import type { LogicalMessage } from '../decoding/messages.js';
 import { PgoutputDecoder } from '../decoding/pgoutput.js';
 import type { TypeInfo } from '../decoding/values.js';
 import { Wal2jsonDecoder, wal2jsonPluginOptions } from '../decoding/wal2json.js';
 import { classify, DecodeError, SlotlakeError } from '../errors.js';
-import { formatLsn, maxLsn, type Lsn } from '../lsn.js';
+import { formatLsn, maxLsn, ZERO_LSN, type Lsn } from '../lsn.js';
 import type { Logger } from '../log.js';
 import { unixMicrosFromPostgres, type XLogDataFrame } from '../protocol/frames.js';
 import { RelationEncoder, transactionSource, type Op, type TransactionSource } from '../pipeline/records.js';
@@ -33,6 +38,8 @@ import { BatchWriter, UploadMeter } from '../sink/batch.js';
 import { S3Archive } from '../sink/s3.js';
 import { CommitSequence, type DurablePosition } from './commit.js';
 import { systemClock, type Clock, type Deadline } from './deadline.js';
+import { armKillPoint, killPoint } from './kill-points.js';
+import { LeaseKeeper } from './lease.js';
 import { withRetry } from './retry.js';
 
 export type StopReason = 'deadline' | 'caught-up' | 'signal' | 'lease-held' | 'idle';
@@ -53,7 +60,12 @@ export interface RunSummary {
   skippedTransactions: number;
   partial: { commitLsn: string; nextSeq: number } | null;
   statusUpdates: number;
+  readPauses: number;
+  reconnects: number;
+  recoveredObjects: number;
   lagBytes: number | null;
+  retainedWalBytes: number | null;
+  walStatus: string | null;
 }
 
 export interface RunOptions {
@@ -82,9 +94,14 @@ interface OpenTransaction {
   seq: number;
 }
 
+/** Where a streaming session starts: everything before `lsn` is archived, plus a cut transaction's prefix. */
+interface ResumePosition {
+  readonly lsn: Lsn;
+  readonly partial: PartialTransaction | undefined;
+}
+
 function utcDate(unixMicros: bigint): string {
-  const ms = Number(unixMicros / 1000n);
-  const date = new Date(ms);
+  const date = new Date(Number(unixMicros / 1000n));
   return Number.isNaN(date.getTime()) ? '1970-01-01' : date.toISOString().slice(0, 10);
 }
 
@@ -102,166 +119,301 @@ function messageDecoder(
   return (frame) => decoder.decode(frame.data);
 }
 
-export async function runIngest(options: RunOptions): Promise<RunSummary> {
-  const { config, logger, deadline } = options;
-  const clock = options.clock ?? systemClock;
-  const startedAtMs = clock.nowMs();
-  const runId = randomUUID();
-  const archive = new S3Archive(options.s3, config.bucket, config.prefix);
-  const connection = { databaseUrl: config.databaseUrl, applicationName: `slotlake:${config.pipeline}` };
-  const summary: RunSummary = {
-    stopReason: 'deadline',
-    startCheckpoint: null,
-    checkpoint: '0/0',
-    transactions: 0,
-    changes: 0,
-    objects: 0,
-    bytes: 0,
-    durationMs: 0,
-    pipeline: config.pipeline,
-    slot: config.slot,
-    runId,
-    batches: 0,
-    skippedTransactions: 0,
-    partial: null,
-    statusUpdates: 0,
-    lagBytes: null,
-  };
-  const finish = (): RunSummary => {
-    summary.durationMs = Math.round(clock.nowMs() - startedAtMs);
-    return summary;
-  };
+function pluginOptions(config: Config): Record<string, string> {
+  if (config.plugin === 'wal2json') {
+    return wal2jsonPluginOptions(
+      config.tables?.map((name) => {
+        const [schema, table] = name.split('.') as [string, string];
+        return { schema, table };
+      }),
+    );
+  }
+  return { proto_version: String(config.protocolVersion), publication_names: config.publication };
+}
 
-  // Preconditions, before anything streams: bucket, checkpoint, source.
-  await withRetry(() => archive.checkBucket(), { what: 'checking the S3 bucket', deadline });
-  const checkpoint = await withRetry(() => options.store.read(), {
-    what: 'reading the checkpoint',
-    deadline,
-  });
-  summary.startCheckpoint = checkpoint ? formatLsn(checkpoint.lsn) : null;
-  const source = await withRetry(() => openSourceClient(connection), {
-    what: 'connecting to postgres',
-    deadline,
-  });
-  try {
-    return await streamChanges();
-  } finally {
-    await source.end().catch(() => undefined);
+export async function runIngest(options: RunOptions): Promise<RunSummary> {
+  return new IngestRun(options).run();
+}
+
+class IngestRun {
+  private readonly config: Config;
+  private readonly logger: Logger;
+  private readonly deadline: Deadline;
+  private readonly clock: Clock;
+  private readonly startedAtMs: number;
+  private readonly runId = randomUUID();
+  private readonly archive: S3Archive;
+  private readonly connection: { databaseUrl: string | undefined; applicationName: string };
+  private readonly meter = new UploadMeter();
+  private readonly spoolDir: string;
+  private readonly summary: RunSummary;
+  private keeper: LeaseKeeper | undefined;
+  private stream: ReplicationStream | undefined;
+  /** Set when the lease is lost: nothing more may be acknowledged. */
+  private leaseLost = false;
+
+  constructor(private readonly options: RunOptions) {
+    this.config = options.config;
+    this.logger = options.logger;
+    this.deadline = options.deadline;
+    this.clock = options.clock ?? systemClock;
+    this.startedAtMs = this.clock.nowMs();
+    this.archive = new S3Archive(options.s3, this.config.bucket, this.config.prefix);
+    this.connection = {
+      databaseUrl: this.config.databaseUrl,
+      applicationName: `slotlake:${this.config.pipeline}`,
+    };
+    this.spoolDir = join(this.config.spoolDir ?? join(tmpdir(), 'slotlake-spool'), this.runId);
+    this.summary = {
+      stopReason: 'deadline',
+      startCheckpoint: null,
+      checkpoint: '0/0',
+      transactions: 0,
+      changes: 0,
+      objects: 0,
+      bytes: 0,
+      durationMs: 0,
+      pipeline: this.config.pipeline,
+      slot: this.config.slot,
+      runId: this.runId,
+      batches: 0,
+      skippedTransactions: 0,
+      partial: null,
+      statusUpdates: 0,
+      readPauses: 0,
+      reconnects: 0,
+      recoveredObjects: 0,
+      lagBytes: null,
+      retainedWalBytes: null,
+      walStatus: null,
+    };
   }
 
-  async function streamChanges(): Promise<RunSummary> {
-    const slot: SlotState = await withRetry(
-      () =>
-        checkSource(source, {
+  private finish(): RunSummary {
+    this.summary.durationMs = Math.round(this.clock.nowMs() - this.startedAtMs);
+    return this.summary;
+  }
+
+  private get lease(): Lease {
+    return this.keeper!.lease;
+  }
+
+  async run(): Promise<RunSummary> {
+    const { config, logger, deadline } = this;
+    armKillPoint(config.killAt);
+    await withRetry(() => this.archive.checkBucket(), { what: 'checking the S3 bucket', deadline });
+
+    // The lease: one run per pipeline.
+    const acquisition = await withRetry(
+      () => this.options.store.acquire(this.runId, config.leaseDurationMs, this.clock.nowMs()),
+      { what: 'acquiring the pipeline lease', deadline },
+    );
+    if (!acquisition.acquired) {
+      logger.info('another run holds this pipeline; nothing to do', {
+        holder: acquisition.holder,
+        expiresInMs:
+          acquisition.expiresAtMs === undefined
+            ? undefined
+            : Math.round(acquisition.expiresAtMs - this.clock.nowMs()),
+      });
+      this.summary.stopReason = 'lease-held';
+      return this.finish();
+    }
+    killPoint('after-lease');
+    this.keeper = new LeaseKeeper(
+      acquisition.lease,
+      this.options.store,
+      config.leaseDurationMs,
+      this.clock,
+      logger,
+      () => {
+        this.leaseLost = true;
+        this.stream?.abandon();
+      },
+    );
+    this.keeper.start();
+    try {
+      let checkpoint = acquisition.checkpoint;
+      this.summary.startCheckpoint = checkpoint ? formatLsn(checkpoint.lsn) : null;
+      if (acquisition.intentKeys.length > 0) await this.recover(acquisition.intentKeys);
+
+      const source = await withRetry(() => openSourceClient(this.connection), {
+        what: 'connecting to postgres',
+        deadline,
+      });
+      try {
+        const slot: SlotState = await checkSource(source, {
           slot: config.slot,
           publication: config.publication,
           plugin: config.plugin,
         }).catch((error: unknown) => {
           throw classify(error, 'checking the source database');
-        }),
-      { what: 'checking the source database', deadline, maxAttempts: 1 },
-    );
-    if (slot.active) {
-      logger.info('the slot is streaming to another process; leaving this run to it', {
-        activePid: slot.activePid,
-      });
-      summary.stopReason = 'lease-held';
-      summary.checkpoint = summary.startCheckpoint ?? formatLsn(slot.confirmedFlushLsn ?? (0n as Lsn));
-      return finish();
+        });
+        if (slot.active) {
+          logger.info('the slot is streaming to another process; leaving this run to it', {
+            activePid: slot.activePid,
+          });
+          this.summary.stopReason = 'lease-held';
+          this.summary.checkpoint =
+            this.summary.startCheckpoint ?? formatLsn(slot.confirmedFlushLsn ?? ZERO_LSN);
+          return this.finish();
+        }
+        const resume = this.resumePosition(checkpoint, slot);
+        this.summary.checkpoint = formatLsn(resume.lsn);
+        const commits = new CommitSequence(
+          {
+            archive: this.archive,
+            store: this.options.store,
+            logger,
+            deadline,
+            meter: this.meter,
+            pipeline: config.pipeline,
+            slot: config.slot,
+            runId: this.runId,
+            lease: () => this.lease,
+          },
+          checkpoint,
+          (position) => {
+            this.keeper!.check();
+            if (!this.leaseLost) this.stream?.acknowledge(position);
+          },
+        );
+        await this.streamWithReconnects(commits, resume);
+        checkpoint = commits.checkpoint;
+        await this.reportSlot(source);
+        logger.info('run finished', { ...this.finish() });
+        return this.finish();
+      } finally {
+        await source.end().catch(() => undefined);
+      }
+    } finally {
+      await this.keeper.release();
     }
-    const slotPosition = slot.confirmedFlushLsn ?? slot.restartLsn ?? (0n as Lsn);
-    let resumeLsn: Lsn;
-    let partial: PartialTransaction | undefined = checkpoint?.partial;
+  }
+
+  /** Deletes the objects of a batch that never committed (named by its intent), then clears the intent. */
+  private async recover(keys: readonly string[]): Promise<void> {
+    this.logger.warn('an earlier run stopped before committing a batch; removing its objects', {
+      objects: keys.length,
+    });
+    let deleted = 0;
+    for (const key of keys) {
+      await withRetry(() => this.archive.deleteKey(key), {
+        what: `deleting ${key}`,
+        deadline: this.deadline,
+      });
+      deleted++;
+      if (deleted === 1) killPoint('mid-recovery');
+    }
+    await withRetry(() => this.options.store.clearIntent(this.lease), {
+      what: 'clearing the intent',
+      deadline: this.deadline,
+    });
+    this.summary.recoveredObjects += deleted;
+  }
+
+  /** The checkpoint, or the slot when there is none; a slot ahead of the checkpoint is a gap. */
+  private resumePosition(checkpoint: Checkpoint | null, slot: SlotState): ResumePosition {
+    const { config, logger } = this;
+    const slotPosition = slot.confirmedFlushLsn ?? slot.restartLsn ?? ZERO_LSN;
     if (!checkpoint) {
-      resumeLsn = slotPosition;
       logger.info('no checkpoint yet: starting at the slot position', {
         slotPosition: formatLsn(slotPosition),
       });
-    } else if (slotPosition > checkpoint.lsn) {
-      const message =
-        `the slot "${config.slot}" is at ${formatLsn(slotPosition)}, ahead of the checkpoint ${formatLsn(checkpoint.lsn)}: ` +
-        `changes between them were consumed by something else (or the slot was recreated) and are not in the archive`;
-      if (config.slotPositionPolicy === 'fail') {
-        throw new SlotlakeError(message, {
-          kind: 'slot-ahead',
-          hint:
-            'find what consumed the slot; to accept the gap knowingly set SLOTLAKE_SLOT_POSITION_POLICY=trust-slot for one run, ' +
-            'or re-snapshot the tables into the archive',
+      return { lsn: slotPosition, partial: undefined };
+    }
+    if (slotPosition <= checkpoint.lsn) {
+      if (slotPosition < checkpoint.lsn) {
+        logger.info('the slot is behind the checkpoint: archived transactions will be skipped', {
+          slotPosition: formatLsn(slotPosition),
+          checkpoint: formatLsn(checkpoint.lsn),
         });
       }
-      logger.warn(`${message}; continuing because SLOTLAKE_SLOT_POSITION_POLICY=trust-slot`);
-      resumeLsn = slotPosition;
-      if (partial && partial.commitLsn < slotPosition) partial = undefined;
-    } else {
-      resumeLsn = checkpoint.lsn;
+      return { lsn: checkpoint.lsn, partial: checkpoint.partial };
     }
-    summary.checkpoint = formatLsn(resumeLsn);
+    const message =
+      `the slot "${config.slot}" is at ${formatLsn(slotPosition)}, ahead of the checkpoint ${formatLsn(checkpoint.lsn)}: ` +
+      `the changes between them were consumed by something else (or the slot was recreated) and are not in the archive`;
+    if (config.slotPositionPolicy === 'fail') {
+      throw new SlotlakeError(message, {
+        kind: 'slot-ahead',
+        hint:
+          'find what consumed the slot; to accept the gap knowingly, run once with SLOTLAKE_SLOT_POSITION_POLICY=trust-slot, ' +
+          'or re-snapshot the tables into the archive',
+      });
+    }
+    logger.warn(`${message}; continuing from the slot because SLOTLAKE_SLOT_POSITION_POLICY=trust-slot`);
+    const partial =
+      checkpoint.partial && checkpoint.partial.commitLsn >= slotPosition ? checkpoint.partial : undefined;
+    return { lsn: slotPosition, partial };
+  }
 
-    const meter = new UploadMeter();
-    let stream: ReplicationStream | undefined;
-    const commits = new CommitSequence(
-      {
-        archive,
-        store: options.store,
-        logger,
-        deadline,
-        meter,
-        pipeline: config.pipeline,
-        slot: config.slot,
-        runId,
-      },
-      checkpoint,
-      (position) => stream?.acknowledge(position),
-    );
-    const spoolDir = join(config.spoolDir ?? join(tmpdir(), 'slotlake-spool'), runId);
-    const newBatch = () =>
-      new BatchWriter({ archive, spoolDir, objectMaxBytes: config.objectMaxBytes, meter }, clock.nowMs());
+  /** Streams sessions until a stop; a dropped connection commits what is complete and reconnects. */
+  private async streamWithReconnects(commits: CommitSequence, first: ResumePosition): Promise<void> {
+    let resume = first;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        this.summary.stopReason = await this.streamSession(commits, resume);
+        return;
+      } catch (error) {
+        const classified = classify(error, 'streaming');
+        const canRetry =
+          classified.kind === 'source-connection-lost' &&
+          !this.leaseLost &&
+          attempt < this.config.reconnectAttempts &&
+          this.deadline.usableMs() > 3_000 &&
+          !this.options.stopSignal?.aborted;
+        if (!canRetry) throw classified;
+        const stored = commits.checkpoint;
+        resume = stored ? { lsn: stored.lsn, partial: stored.partial } : resume;
+        this.summary.reconnects++;
+        this.logger.warn('the Postgres connection dropped; reconnecting from the checkpoint', {
+          attempt: attempt + 1,
+          resumeLsn: formatLsn(resume.lsn),
+        });
+        await new Promise((resolve) => setTimeout(resolve, Math.min(2_000, 200 * 2 ** attempt)));
+      }
+    }
+  }
 
-    const replication = await withRetry(() => ReplicationConnection.open(connection), {
+  /** One START_REPLICATION session. Returns why reading stopped, after the final commit. */
+  private async streamSession(commits: CommitSequence, resume: ResumePosition): Promise<StopReason> {
+    const { config, logger, deadline, clock, options, summary } = this;
+    const replication = await withRetry(() => ReplicationConnection.open(this.connection), {
       what: 'opening the replication connection',
       deadline,
     });
-    let batch = newBatch();
+    let batch = this.newBatch();
+    let stream: ReplicationStream | undefined;
     try {
       const identity = await replication.identifySystem();
       const target = identity.walPosition;
-      const pluginOptions: Record<string, string> =
-        config.plugin === 'wal2json'
-          ? wal2jsonPluginOptions(
-              config.tables?.map((name) => {
-                const [schema, table] = name.split('.') as [string, string];
-                return { schema, table };
-              }),
-            )
-          : { proto_version: String(config.protocolVersion), publication_names: config.publication };
-      try {
-        stream = replication.startReplication({
-          slot: config.slot,
-          startLsn: resumeLsn,
-          pluginOptions,
-          statusIntervalMs: config.statusIntervalMs,
-        });
-      } catch (error) {
-        throw classify(error, 'starting replication');
-      }
+      stream = replication.startReplication({
+        slot: config.slot,
+        startLsn: resume.lsn,
+        pluginOptions: pluginOptions(config),
+        statusIntervalMs: config.statusIntervalMs,
+        highWaterBytes: config.readBufferBytes,
+      });
+      this.stream = stream;
       const decode = messageDecoder(config);
       const registry = new Map<number, TypeInfo>();
       const encoders = new Map<number, RelationEncoder>();
       const database = identity.database;
-
+      let partial = resume.partial;
       let txn: OpenTransaction | undefined;
-      let lastCommitEnd: Lsn = resumeLsn;
+      let lastCommitEnd: Lsn = resume.lsn;
       let idlePosition: Lsn | undefined;
       let batchTransactions = 0;
       let lastDataAtMs = clock.nowMs();
       let lastKeepaliveRequestMs = 0;
       let framesSinceEstimate = 0;
       let flushEstimateMs = commits.estimateTailMs();
-      let caughtUp = !options.untilCaughtUp ? false : resumeLsn >= target;
-      let stopReason: StopReason | undefined = caughtUp ? 'caught-up' : undefined;
-      logger.info('run started', {
-        runId,
-        resumeLsn: formatLsn(resumeLsn),
+      let caughtUp = options.untilCaughtUp && resume.lsn >= target && partial === undefined;
+      let stopReason: StopReason | undefined;
+      logger.info('streaming', {
+        runId: this.runId,
+        resumeLsn: formatLsn(resume.lsn),
         partial: partial ? `${formatLsn(partial.commitLsn)}#${partial.nextSeq}` : undefined,
         serverWal: formatLsn(target),
         untilCaughtUp: options.untilCaughtUp,
@@ -291,7 +443,7 @@ export async function runIngest(options: RunOptions): Promise<RunSummary> {
           ? { commitLsn: formatLsn(position.partial.commitLsn), nextSeq: position.partial.nextSeq }
           : null;
         batchTransactions = 0;
-        batch = newBatch();
+        batch = this.newBatch();
         options.onBatch?.(summary);
       };
 
@@ -301,12 +453,31 @@ export async function runIngest(options: RunOptions): Promise<RunSummary> {
           batch.uncompressedBytes >= config.batchMaxBytes ||
           clock.nowMs() - batch.startedAtMs >= config.batchMaxAgeMs);
 
+      const writeRecord = async (
+        encoder: RelationEncoder,
+        open: OpenTransaction,
+        seq: number,
+        line: string,
+      ) => {
+        const object = batch.write(
+          encoder.schema,
+          encoder.table,
+          open.dt,
+          open.commitLsn,
+          seq,
+          line,
+          open.skipBelowSeq > 0,
+        );
+        summary.changes++;
+        if (seq >= 1) killPoint('mid-transaction');
+        await batch.drain(object);
+      };
+
       const handle = async (message: LogicalMessage, frame: XLogDataFrame): Promise<void> => {
         switch (message.tag) {
           case 'begin': {
             if (txn) throw new DecodeError('Begin inside an open transaction');
             const commitTimeUs = unixMicrosFromPostgres(message.commitTime);
-            const skip = message.finalLsn < resumeLsn;
             const resumed = partial !== undefined && partial.commitLsn === message.finalLsn;
             txn = {
               xid: message.xid,
@@ -314,17 +485,18 @@ export async function runIngest(options: RunOptions): Promise<RunSummary> {
               source: transactionSource(formatLsn(message.finalLsn), message.xid, commitTimeUs),
               dt: utcDate(commitTimeUs),
               skipBelowSeq: resumed ? partial!.nextSeq : 0,
-              skip,
+              skip: message.finalLsn < resume.lsn,
               seq: 0,
             };
             return;
           }
           case 'commit': {
             if (!txn) throw new DecodeError('Commit without Begin');
-            if (txn.commitLsn !== message.commitLsn)
+            if (txn.commitLsn !== message.commitLsn) {
               throw new DecodeError(
                 `Commit LSN ${formatLsn(message.commitLsn)} differs from Begin's final LSN ${formatLsn(txn.commitLsn)}`,
               );
+            }
             if (txn.skip) summary.skippedTransactions++;
             else {
               summary.transactions++;
@@ -337,21 +509,19 @@ export async function runIngest(options: RunOptions): Promise<RunSummary> {
             if (rotationDue()) await commitBatch();
             return;
           }
-          case 'relation': {
+          case 'relation':
             encoders.set(
               message.relation.relationId,
               new RelationEncoder(message.relation, database, registry),
             );
             return;
-          }
-          case 'type': {
+          case 'type':
             registry.set(message.typeOid, {
               oid: message.typeOid,
               name: message.name,
               namespace: message.namespace,
             });
             return;
-          }
           case 'insert':
           case 'update':
           case 'delete': {
@@ -360,33 +530,16 @@ export async function runIngest(options: RunOptions): Promise<RunSummary> {
             if (txn.skip || seq < txn.skipBelowSeq) return;
             const encoder = encoders.get(message.relationId);
             if (!encoder) throw new DecodeError(`change for unknown relation ${message.relationId}`);
-            let before = undefined;
-            let keyOnly = false;
-            if (message.tag !== 'insert') {
-              before = message.oldTuple ?? message.oldKey;
-              keyOnly = message.oldTuple === undefined;
-            }
+            const before = message.tag === 'insert' ? undefined : (message.oldTuple ?? message.oldKey);
+            const keyOnly = message.tag !== 'insert' && message.oldTuple === undefined;
             const after = message.tag === 'delete' ? undefined : message.newTuple;
-            const line = encoder.encode(
-              OPS[message.tag],
-              before,
-              keyOnly,
-              after,
-              formatLsn(frame.walStart),
+            const lsnText = formatLsn(frame.walStart);
+            await writeRecord(
+              encoder,
+              txn,
               seq,
-              txn.source,
+              encoder.encode(OPS[message.tag], before, keyOnly, after, lsnText, seq, txn.source),
             );
-            const object = batch.write(
-              encoder.schema,
-              encoder.table,
-              txn.dt,
-              txn.commitLsn,
-              seq,
-              line,
-              txn.skipBelowSeq > 0,
-            );
-            summary.changes++;
-            await batch.drain(object);
             return;
           }
           case 'truncate': {
@@ -396,25 +549,13 @@ export async function runIngest(options: RunOptions): Promise<RunSummary> {
               if (txn.skip || seq < txn.skipBelowSeq) continue;
               const encoder = encoders.get(relationId);
               if (!encoder) throw new DecodeError(`truncate of unknown relation ${relationId}`);
-              const line = encoder.encode(
-                't',
-                undefined,
-                false,
-                undefined,
-                formatLsn(frame.walStart),
+              const lsnText = formatLsn(frame.walStart);
+              await writeRecord(
+                encoder,
+                txn,
                 seq,
-                txn.source,
+                encoder.encode('t', undefined, false, undefined, lsnText, seq, txn.source),
               );
-              batch.write(
-                encoder.schema,
-                encoder.table,
-                txn.dt,
-                txn.commitLsn,
-                seq,
-                line,
-                txn.skipBelowSeq > 0,
-              );
-              summary.changes++;
             }
             return;
           }
@@ -426,7 +567,7 @@ export async function runIngest(options: RunOptions): Promise<RunSummary> {
               `unexpected ${message.tag} message: slotlake asks for non-streamed transactions`,
               {
                 kind: 'source-protocol',
-                hint: 'leave SLOTLAKE_PROTO_VERSION at 1 or 2 without streaming; report this with the server version',
+                hint: 'leave SLOTLAKE_PROTO_VERSION at its default; report this with the server version',
               },
             );
         }
@@ -434,6 +575,7 @@ export async function runIngest(options: RunOptions): Promise<RunSummary> {
 
       // The read loop.
       while (stopReason === undefined) {
+        this.keeper!.check();
         if (options.stopSignal?.aborted) {
           stopReason = 'signal';
           break;
@@ -483,7 +625,7 @@ export async function runIngest(options: RunOptions): Promise<RunSummary> {
         if (frame.type === 'keepalive') {
           if (!txn) {
             idlePosition = frame.walEnd;
-            if (options.untilCaughtUp && frame.walEnd >= target) caughtUp = true;
+            if (options.untilCaughtUp && frame.walEnd >= target && partial === undefined) caughtUp = true;
           }
           continue;
         }
@@ -499,22 +641,59 @@ export async function runIngest(options: RunOptions): Promise<RunSummary> {
         }
       }
 
-      summary.stopReason = stopReason;
       // Drain: make everything read durable, checkpoint, acknowledge; then end the stream cleanly.
       await commitBatch();
-      summary.statusUpdates = stream.statusUpdatesSent;
       await stream.stop();
-      summary.statusUpdates = stream.statusUpdatesSent;
-      const finalSlot = await readSlot(source, config.slot).catch(() => null);
-      summary.lagBytes = finalSlot?.lagBytes ?? null;
-      logger.info('run finished', { ...finish() });
-      return finish();
+      return stopReason;
     } catch (error) {
+      const classified = classify(error, 'run');
       stream?.abandon();
-      await batch.discard().catch(() => undefined);
-      throw classify(error, 'run');
+      if (classified.kind === 'source-connection-lost' && !this.leaseLost) {
+        // The run may reconnect: the uncommitted batch is re-read from the checkpoint, so whatever of it
+        // reached S3 must go first (its keys are in the intent).
+        await this.abandonBatch(batch);
+      } else {
+        await batch.discard().catch(() => undefined);
+      }
+      throw classified;
     } finally {
+      if (stream) {
+        summary.statusUpdates += stream.statusUpdatesSent;
+        summary.readPauses += stream.readPauses;
+      }
+      this.stream = undefined;
       await replication.close();
     }
+  }
+
+  /** Drops an uncommitted batch: local files, and the objects it registered (and maybe uploaded). */
+  private async abandonBatch(batch: BatchWriter): Promise<void> {
+    await batch.discard();
+    if (batch.registeredKeys.length > 0) await this.recover(batch.registeredKeys);
+  }
+
+  private newBatch(): BatchWriter {
+    return new BatchWriter(
+      {
+        archive: this.archive,
+        spoolDir: this.spoolDir,
+        objectMaxBytes: this.config.objectMaxBytes,
+        meter: this.meter,
+        deadline: this.deadline,
+        registerIntent: (keys) =>
+          withRetry(() => this.options.store.recordIntent(this.lease, keys), {
+            what: 'recording the intent',
+            deadline: this.deadline,
+          }),
+      },
+      this.clock.nowMs(),
+    );
+  }
+
+  private async reportSlot(source: pg.Client): Promise<void> {
+    const slot = await readSlot(source, this.config.slot).catch(() => null);
+    this.summary.lagBytes = slot?.lagBytes ?? null;
+    this.summary.retainedWalBytes = slot?.retainedWalBytes ?? null;
+    this.summary.walStatus = slot?.walStatus ?? null;
   }
 }

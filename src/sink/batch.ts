@@ -15,6 +15,9 @@ import { mkdirSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { lsnKey, type Lsn } from '../lsn.js';
+import type { Deadline } from '../runtime/deadline.js';
+import { killPoint } from '../runtime/kill-points.js';
+import { withRetry } from '../runtime/retry.js';
 import type { S3Archive } from './s3.js';
 import { SpooledObject, type SpoolIdentity } from './spool.js';
 
@@ -69,6 +72,10 @@ export class UploadMeter {
 
 export interface BatchWriterOptions {
   readonly archive: S3Archive;
+  /** Records keys as the intent before they are uploaded (the crash-recovery contract). */
+  readonly registerIntent: (keys: readonly string[]) => Promise<void>;
+  /** Bounds upload retries. */
+  readonly deadline?: Deadline;
   readonly spoolDir: string;
   readonly objectMaxBytes: number;
   readonly meter: UploadMeter;
@@ -78,6 +85,8 @@ export interface BatchWriterOptions {
 
 export class BatchWriter {
   private readonly open = new Map<string, SpooledObject>();
+  /** Per table and date: the commit LSN of the transaction in which the last object was closed by size. */
+  private readonly splitIn = new Map<string, Lsn>();
   private readonly uploads: Promise<ArchivedObject>[] = [];
   private readonly uploaded: ArchivedObject[] = [];
   private uploadFailure: unknown;
@@ -90,6 +99,8 @@ export class BatchWriter {
   uncompressedBytes = 0;
   firstCommitLsn: Lsn | undefined;
   lastCommitLsn: Lsn | undefined;
+  /** Keys recorded in the intent so far (objects that may exist in S3 until the batch commits). */
+  readonly registeredKeys: string[] = [];
   /** Set when the batch's first row continues a transaction begun in an earlier batch or run. */
   firstRowContinues: { seq: number } | undefined;
 
@@ -124,6 +135,9 @@ export class BatchWriter {
     const slot = `${schema}.${table}/${dt}`;
     let object = this.open.get(slot);
     if (!object) {
+      // Rows of this transaction may sit in the object just closed by size: the key needs the -<seq> part.
+      const continues = startsMidTransaction || this.splitIn.get(slot) === commitLsn;
+      this.splitIn.delete(slot);
       object = new SpooledObject(
         join(this.options.spoolDir, `${process.pid}-${++this.fileCounter}.jsonl.gz`),
         {
@@ -132,7 +146,7 @@ export class BatchWriter {
           dt,
           firstCommitLsn: commitLsn,
           firstSeq: seq,
-          startsMidTransaction,
+          startsMidTransaction: continues,
         },
       );
       this.open.set(slot, object);
@@ -147,14 +161,15 @@ export class BatchWriter {
     this.lastCommitLsn = commitLsn;
     if (object.compressedBytes >= this.options.objectMaxBytes) {
       this.open.delete(slot);
+      this.splitIn.set(slot, commitLsn);
       this.startUpload(object);
     }
     return object;
   }
 
   /** Objects that reached the size limit are uploaded while the batch goes on. */
-  private startUpload(object: SpooledObject): void {
-    const task = this.closeAndUpload(object);
+  private startUpload(object: SpooledObject, registered = false): void {
+    const task = this.closeAndUpload(object, registered);
     task.catch((error: unknown) => (this.uploadFailure ??= error));
     this.uploads.push(task);
   }
@@ -170,15 +185,36 @@ export class BatchWriter {
     this.waiting.shift()?.();
   }
 
-  private async closeAndUpload(object: SpooledObject): Promise<ArchivedObject> {
+  private async register(keys: readonly string[]): Promise<void> {
+    this.registeredKeys.push(...keys);
+    await this.options.registerIntent(keys);
+  }
+
+  private keyOf(object: SpooledObject): string {
+    return this.options.archive.key(objectKey(object.identity, object.lastCommitLsn));
+  }
+
+  private async closeAndUpload(object: SpooledObject, registered: boolean): Promise<ArchivedObject> {
     const bytes = await object.close();
     this.closedBytesPending += bytes;
     this.closedObjectsPending++;
+    const key = this.keyOf(object);
+    try {
+      if (!registered) await this.register([key]);
+    } catch (error) {
+      this.closedBytesPending -= bytes;
+      this.closedObjectsPending--;
+      await rm(object.path, { force: true });
+      throw error;
+    }
     await this.acquire();
     try {
-      const key = this.options.archive.key(objectKey(object.identity, object.lastCommitLsn));
       const started = performance.now();
-      await this.options.archive.uploadFile(object.path, key, bytes, 'application/gzip');
+      await withRetry(() => this.options.archive.uploadFile(object.path, key, bytes, 'application/gzip'), {
+        what: `uploading ${key}`,
+        ...(this.options.deadline ? { deadline: this.options.deadline } : {}),
+      });
+      killPoint('mid-upload');
       this.options.meter.record(bytes, performance.now() - started);
       const archived: ArchivedObject = {
         key,
@@ -221,10 +257,26 @@ export class BatchWriter {
     return this.options.meter.estimateMs(objects, bytes, this.options.uploadConcurrency ?? 4);
   }
 
-  /** Closes every object and waits until all are durable in S3. */
-  async finish(): Promise<ArchivedObject[]> {
-    for (const object of this.open.values()) this.startUpload(object);
+  /**
+   * Closes every object, records their keys (and `extraIntentKeys`, e.g. the manifest's) as the intent,
+   * then waits until all objects are durable in S3.
+   */
+  async finish(extraIntentKeys: readonly string[] = []): Promise<ArchivedObject[]> {
+    const closing = [...this.open.values()];
     this.open.clear();
+    await Promise.all(closing.map((object) => object.close()));
+    const keys = [...closing.map((object) => this.keyOf(object)), ...extraIntentKeys];
+    if (keys.length > 0) {
+      try {
+        await this.register(keys);
+      } catch (error) {
+        // Nothing of these objects was uploaded, and discard() no longer sees them: drop their files.
+        await Promise.all(closing.map((object) => rm(object.path, { force: true })));
+        throw error;
+      }
+      killPoint('after-intent');
+    }
+    for (const object of closing) this.startUpload(object, true);
     await Promise.allSettled(this.uploads);
     this.checkUploads();
     return [...this.uploaded].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));

@@ -10,6 +10,7 @@
 import { createReadStream } from 'node:fs';
 import {
   CreateBucketCommand,
+  DeleteObjectCommand,
   HeadBucketCommand,
   PutObjectCommand,
   S3Client,
@@ -84,6 +85,15 @@ export class S3Archive {
       );
     } catch (error) {
       throw classify(error, `writing s3://${this.bucket}/${key}`);
+    }
+  }
+
+  /** Deletes one object; deleting a missing key succeeds (S3 semantics). */
+  async deleteKey(key: string): Promise<void> {
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+    } catch (error) {
+      throw classify(error, `deleting s3://${this.bucket}/${key}`);
     }
   }
 

