@@ -174,6 +174,7 @@ const SETTINGS = {
     }),
     default: undefined,
   },
+  SLOTLAKE_DEBUG_STACK: { schema: z.enum(['0', '1', 'true', 'false']), default: undefined },
   SLOTLAKE_LOG_LEVEL: {
     schema: z
       .string()

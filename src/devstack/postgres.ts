@@ -137,7 +137,6 @@ export async function startLocalPostgres(options: LocalPostgresOptions = {}): Pr
     listen_addresses: '127.0.0.1',
     unix_socket_directories: '',
     fsync: 'off',
-    synchronous_commit: 'off',
     full_page_writes: 'off',
     log_min_messages: 'warning',
     logical_decoding_work_mem: '64MB',

@@ -299,7 +299,8 @@ export function isS3Put(keySubstring?: string): RequestMatcher {
 
 /** UploadPart of a multipart upload (`PUT ?partNumber=&uploadId=`). */
 export function isS3MultipartPart(keySubstring?: string): RequestMatcher {
-  return (req) => req.method === 'PUT' && hasParams(req, 'partNumber', 'uploadId') && keyMatches(req, keySubstring);
+  return (req) =>
+    req.method === 'PUT' && hasParams(req, 'partNumber', 'uploadId') && keyMatches(req, keySubstring);
 }
 
 /** CreateMultipartUpload (`POST ?uploads`). */

@@ -66,6 +66,9 @@ describe('defaults', () => {
       slotPositionPolicy: 'fail',
       leaseDurationMs: 60_000,
       spoolDir: undefined,
+      readBufferBytes: 16 * 1024 ** 2,
+      reconnectAttempts: 3,
+      killAt: undefined,
       logLevel: 'INFO',
     });
   });
@@ -103,6 +106,9 @@ describe('values are parsed', () => {
       SLOTLAKE_SLOT_POSITION_POLICY: 'trust-slot',
       SLOTLAKE_LEASE_DURATION: '1h',
       SLOTLAKE_SPOOL_DIR: '/tmp/spool',
+      SLOTLAKE_READ_BUFFER: '1MiB',
+      SLOTLAKE_RECONNECT_ATTEMPTS: '0',
+      SLOTLAKE_KILL_AT: 'after-manifest:2',
       SLOTLAKE_LOG_LEVEL: 'debug',
     });
     assert.equal(config.databaseUrl, 'postgresql://app:secret@db.internal:5432/shop');
@@ -122,7 +128,11 @@ describe('values are parsed', () => {
     assert.equal(config.slotPositionPolicy, 'trust-slot');
     assert.equal(config.leaseDurationMs, 3_600_000);
     assert.equal(config.spoolDir, '/tmp/spool');
+    assert.equal(config.readBufferBytes, 1024 * 1024);
+    assert.equal(config.reconnectAttempts, 0);
+    assert.deepEqual(config.killAt, { point: 'after-manifest', occurrence: 2 });
     assert.equal(config.logLevel, 'DEBUG');
+    assert.deepEqual(load({ SLOTLAKE_KILL_AT: 'after-ack' }).killAt, { point: 'after-ack', occurrence: 1 });
   });
 
   it('keeps the status interval at 100 ms or more', () => {
@@ -198,6 +208,14 @@ describe('bad values', () => {
 
   it('tables are schema.table, at least one', () => {
     for (const bad of ['orders', 'public.orders,items', 'a.b.c', ' , ']) rejects('SLOTLAKE_TABLES', bad);
+  });
+
+  it('read buffer, reconnect attempts and kill points', () => {
+    rejects('SLOTLAKE_READ_BUFFER', '16 megs');
+    for (const bad of ['-1', '1.5', 'three']) rejects('SLOTLAKE_RECONNECT_ATTEMPTS', bad);
+    for (const bad of ['somewhere', 'after-manifest:0', 'after-manifest:x', 'after-manifest:1.5']) {
+      rejects('SLOTLAKE_KILL_AT', bad);
+    }
   });
 
   it('enumerations', () => {

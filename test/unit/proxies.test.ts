@@ -523,7 +523,10 @@ describe('http fault proxy in front of s3rver and dynalite, with the AWS SDK', (
     assert.equal(isS3MultipartPart()(req('PUT', `/${BUCKET}/k`, 'partNumber=1&uploadId=u')), true);
     assert.equal(isS3Put('=1/')(req('PUT', `/${BUCKET}/part%3D1/x`)), true, 'keys are decoded');
     assert.equal(
-      isDynamoOp('GetItem', 'PutItem')({ ...req('POST', '/'), headers: { 'x-amz-target': 'DynamoDB_20120810.PutItem' } }),
+      isDynamoOp(
+        'GetItem',
+        'PutItem',
+      )({ ...req('POST', '/'), headers: { 'x-amz-target': 'DynamoDB_20120810.PutItem' } }),
       true,
     );
   });
