@@ -4,12 +4,14 @@
  * Attributes: `lsn` (X/X) and `lsnKey` (16-hex) — the checkpoint; `partialCommitLsn` + `partialNextSeq` when a
  * transaction was cut by a deadline; `version` (+1 per checkpoint write) and `writeId` (which write stored it);
  * `leaseOwner`, `leaseExpiresAt` (epoch ms) and `fence` (+1 per acquisition) — the lease; `intentKeys` (string
- * set) — the S3 keys of the batch in flight; `updatedAt` and `note_*` for operators. Every write is an
+ * set) — the S3 keys of the batch in flight; `pendingManifestKey` + `pendingManifest` (gzip JSON, binary) — the
+ * last committed batch's manifest; `updatedAt` and `note_*` for operators. Every write is an
  * UpdateItem with a condition on the lease (and, for the checkpoint, on `version`), so a stale or fenced-off
  * run can change nothing. Reads are strongly consistent. A checkpoint write whose response was lost is
  * recognised on retry by its `writeId`.
  */
 import { randomUUID } from 'node:crypto';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import {
   ConditionalCheckFailedException,
   CreateTableCommand,
@@ -23,7 +25,14 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { classify, SlotlakeError } from '../errors.js';
 import { formatLsn, lsnKey, parseLsn } from '../lsn.js';
-import type { Acquisition, Checkpoint, CheckpointStore, CheckpointUpdate, Lease } from './store.js';
+import type {
+  Acquisition,
+  Checkpoint,
+  CheckpointStore,
+  CheckpointUpdate,
+  Lease,
+  PendingManifest,
+} from './store.js';
 
 export function createDynamoClient(): DynamoDBClient {
   const endpoint = process.env.AWS_ENDPOINT_URL_DYNAMODB ?? process.env.AWS_ENDPOINT_URL;
@@ -106,6 +115,7 @@ export class DynamoCheckpointStore implements CheckpointStore {
         },
         checkpoint: checkpointOf(item),
         intentKeys: item.intentKeys?.SS ?? [],
+        pendingManifest: pendingManifestOf(item),
       };
     } catch (error) {
       if (error instanceof ConditionalCheckFailedException) {
@@ -196,6 +206,13 @@ export class DynamoCheckpointStore implements CheckpointStore {
     } else {
       removes.push('partialCommitLsn', 'partialNextSeq');
     }
+    if (update.manifest) {
+      sets.push('pendingManifestKey = :manifestKey', 'pendingManifest = :manifest');
+      values[':manifestKey'] = { S: update.manifest.key };
+      values[':manifest'] = { B: gzipSync(update.manifest.body) };
+    } else {
+      removes.push('pendingManifestKey', 'pendingManifest');
+    }
     for (const [name, value] of Object.entries(update.note ?? {})) {
       const placeholder = `:note_${name.replace(/[^A-Za-z0-9_]/g, '_')}`;
       sets.push(`note_${name.replace(/[^A-Za-z0-9_]/g, '_')} = ${placeholder}`);
@@ -219,7 +236,6 @@ export class DynamoCheckpointStore implements CheckpointStore {
           ExpressionAttributeValues: values,
         }),
       );
-      this.lastWriteId = writeId;
       return written;
     } catch (error) {
       if (error instanceof ConditionalCheckFailedException) {
@@ -253,7 +269,13 @@ export class DynamoCheckpointStore implements CheckpointStore {
 
   /** Write ids of attempts whose outcome is unknown (the request may have taken effect). */
   private readonly pendingWriteIds = new Set<string>();
-  private lastWriteId: string | undefined;
+}
+
+function pendingManifestOf(item: Item): PendingManifest | undefined {
+  const key = item.pendingManifestKey?.S;
+  const body = item.pendingManifest?.B;
+  if (!key || !body) return undefined;
+  return { key, body: gunzipSync(body).toString('utf8') };
 }
 
 function checkpointOf(item: Item): Checkpoint | null {

@@ -1,6 +1,13 @@
 /** An in-memory CheckpointStore with the same conditional semantics as DynamoDB's, for fast tests. */
 import { SlotlakeError } from '../errors.js';
-import type { Acquisition, Checkpoint, CheckpointStore, CheckpointUpdate, Lease } from './store.js';
+import type {
+  Acquisition,
+  Checkpoint,
+  CheckpointStore,
+  CheckpointUpdate,
+  Lease,
+  PendingManifest,
+} from './store.js';
 
 function leaseLost(): SlotlakeError {
   return new SlotlakeError('this run no longer holds the pipeline lease', {
@@ -14,6 +21,7 @@ export class MemoryCheckpointStore implements CheckpointStore {
   lease: Lease | undefined;
   fence = 0;
   intent = new Set<string>();
+  pendingManifest: PendingManifest | undefined;
   writes = 0;
 
   async read(): Promise<Checkpoint | null> {
@@ -26,7 +34,13 @@ export class MemoryCheckpointStore implements CheckpointStore {
     }
     this.fence++;
     this.lease = { owner, fence: this.fence, expiresAtMs: nowMs + durationMs };
-    return { acquired: true, lease: this.lease, checkpoint: this.current, intentKeys: [...this.intent] };
+    return {
+      acquired: true,
+      lease: this.lease,
+      checkpoint: this.current,
+      intentKeys: [...this.intent],
+      pendingManifest: this.pendingManifest,
+    };
   }
 
   private check(lease: Lease): void {
@@ -72,6 +86,7 @@ export class MemoryCheckpointStore implements CheckpointStore {
       updatedAt: new Date().toISOString(),
     };
     this.intent.clear();
+    this.pendingManifest = update.manifest;
     this.writes++;
     return this.current;
   }

@@ -12,6 +12,9 @@
  * - the **intent**: the S3 keys of the batch being written (recorded before each upload). A checkpoint write
  *   clears it atomically; an intent found at start therefore names objects of a batch that never committed,
  *   which recovery deletes before streaming.
+ * - the **pending manifest**: the manifest of the last committed batch, stored with its checkpoint and written
+ *   to S3 right after; a run that finds it at start writes it again (idempotent), so a crash between the
+ *   checkpoint and the manifest upload never leaves a committed batch without its manifest.
  * `version` grows with every checkpoint write; writes are conditional on the version read before.
  */
 import type { Lsn } from '../lsn.js';
@@ -31,9 +34,18 @@ export interface Checkpoint {
   readonly updatedAt: string;
 }
 
+/** A manifest stored with the checkpoint until it is surely in S3. */
+export interface PendingManifest {
+  readonly key: string;
+  /** The manifest's JSON text. */
+  readonly body: string;
+}
+
 export interface CheckpointUpdate {
   readonly lsn: Lsn;
   readonly partial: PartialTransaction | undefined;
+  /** The manifest of the batch this write commits (none for a position-only move). */
+  readonly manifest?: PendingManifest | undefined;
   /** Free-form facts for operators (run id, counts); never row values. */
   readonly note?: Readonly<Record<string, string | number>>;
 }
@@ -51,6 +63,8 @@ export type Acquisition =
       readonly checkpoint: Checkpoint | null;
       /** Keys of an uncommitted batch left by an earlier run (to delete before streaming). */
       readonly intentKeys: readonly string[];
+      /** The last committed batch's manifest (to write again before streaming). */
+      readonly pendingManifest: PendingManifest | undefined;
     }
   | {
       readonly acquired: false;

@@ -1,22 +1,31 @@
 /**
  * The commit sequence: the ONE place that orders durability.
  *
- *   0. intent in DynamoDB      (the keys about to be written, under the lease; objects that closed early
- *                               were registered the same way just before their own upload)
- *   1. objects durable in S3   (every object of the batch uploaded and confirmed)
- *   2. manifest in S3          (`manifests/<start>-<end>.json`: the batch's LSN range and its objects)
- *   3. checkpoint in DynamoDB  (conditional on the lease and on the version this run last saw; clears the
- *                               intent in the same write)
- *   4. flush acknowledged to Postgres (standby status update with flush = checkpoint)
+ *   1. intent in DynamoDB      the batch's object keys, under the lease (an object that closed early was
+ *                              registered the same way just before its own upload)
+ *   2. objects durable in S3   every object of the batch uploaded and confirmed
+ *   3. checkpoint in DynamoDB  conditional on the lease and on the version this run last saw; in the same
+ *                              atomic write: the intent is cleared and the batch's manifest is stored as
+ *                              the pipeline's pending manifest
+ *   4. manifest in S3          `manifests/<start>-<end>.json`, the batch's LSN range and its objects
+ *   5. flush acknowledged to Postgres (standby status update with flush = checkpoint)
  *
- * Each step starts only after the previous one succeeded; a failure anywhere stops the sequence, so
- * nothing is ever checkpointed that is not in S3, and nothing is acknowledged that is not checkpointed.
- * A crash between 0 and 3 leaves an intent naming every object that may exist; the next run deletes them
- * before it streams (`recoverIntent`). Only "this LSN is durable" travels back to the replication stream,
- * through `acknowledge`. Why each crash point is safe: docs/exactly-once.md.
+ * Each step starts only after the previous one succeeded; a failure anywhere stops the sequence, so nothing
+ * is checkpointed that is not in S3, and nothing is acknowledged that is not checkpointed. A crash between
+ * 1 and 3 leaves an intent naming every object that may exist; the next run deletes them before it streams.
+ * A manifest is written only for a batch whose checkpoint is stored, so readers who go by `manifests/` never
+ * see an uncommitted object; a crash between 3 and 4 is repaired by the next run, which writes the pending
+ * manifest again first. Only "this LSN is durable" travels back to the replication stream, through
+ * `acknowledge`. Why each crash point is safe: docs/exactly-once.md.
  */
 import { formatLsn, lsnKey, type Lsn } from '../lsn.js';
-import type { Checkpoint, CheckpointStore, Lease, PartialTransaction } from '../checkpoint/store.js';
+import type {
+  Checkpoint,
+  CheckpointStore,
+  Lease,
+  PartialTransaction,
+  PendingManifest,
+} from '../checkpoint/store.js';
 import type { ArchivedObject, BatchWriter, UploadMeter } from '../sink/batch.js';
 import type { S3Archive } from '../sink/s3.js';
 import type { Logger } from '../log.js';
@@ -65,6 +74,18 @@ function samePosition(checkpoint: Checkpoint | null, position: DurablePosition):
   );
 }
 
+/** Writes a manifest stored as pending by a checkpoint whose run ended before writing it (idempotent). */
+export async function writePendingManifest(
+  archive: S3Archive,
+  manifest: PendingManifest,
+  deadline: Deadline,
+): Promise<void> {
+  await withRetry(() => archive.putText(manifest.key, manifest.body, 'application/json'), {
+    what: `writing manifest ${manifest.key}`,
+    deadline,
+  });
+}
+
 export class CommitSequence {
   private checkpointLatencyMs = 100;
 
@@ -78,11 +99,6 @@ export class CommitSequence {
     return this.current;
   }
 
-  /** Points acknowledgements at a new replication stream (after a reconnect). */
-  setAcknowledge(acknowledge: (lsn: Lsn) => void): void {
-    this.acknowledge = acknowledge;
-  }
-
   private manifestKey(batch: BatchWriter): string {
     const part = batch.firstRowContinues ? `-${String(batch.firstRowContinues.seq).padStart(10, '0')}` : '';
     return this.context.archive.key(
@@ -90,9 +106,45 @@ export class CommitSequence {
     );
   }
 
-  /** Estimated time for steps 2–4 (the upload estimate comes from the batch). */
+  /** Estimated time for the steps after the uploads (the upload estimate comes from the batch). */
   estimateTailMs(): number {
     return this.context.meter.requestLatencyMs + this.checkpointLatencyMs + 50;
+  }
+
+  private manifestOf(
+    batch: BatchWriter,
+    objects: readonly ArchivedObject[],
+    position: DurablePosition,
+    counts: BatchCounts,
+  ): PendingManifest {
+    const key = this.manifestKey(batch);
+    const body = {
+      version: 1,
+      pipeline: this.context.pipeline,
+      slot: this.context.slot,
+      runId: this.context.runId,
+      startLsn: formatLsn(batch.firstCommitLsn!),
+      endLsn: formatLsn(batch.lastCommitLsn!),
+      previousCheckpoint: this.current ? formatLsn(this.current.lsn) : null,
+      checkpoint: formatLsn(position.lsn),
+      partial: position.partial
+        ? { commitLsn: formatLsn(position.partial.commitLsn), nextSeq: position.partial.nextSeq }
+        : null,
+      transactions: counts.transactions,
+      changes: objects.reduce((sum, object) => sum + object.rows, 0),
+      bytes: objects.reduce((sum, object) => sum + object.bytes, 0),
+      createdAt: new Date().toISOString(),
+      objects: objects.map((object) => ({
+        key: object.key,
+        table: `${object.schema}.${object.table}`,
+        dt: object.dt,
+        rows: object.rows,
+        bytes: object.bytes,
+        startLsn: formatLsn(object.firstCommitLsn),
+        endLsn: formatLsn(object.lastCommitLsn),
+      })),
+    };
+    return { key, body: `${JSON.stringify(body, null, 2)}\n` };
   }
 
   /**
@@ -102,48 +154,14 @@ export class CommitSequence {
   async commit(batch: BatchWriter, position: DurablePosition, counts: BatchCounts): Promise<CommitResult> {
     const { archive, store, logger, deadline } = this.context;
     const started = performance.now();
-    const manifestKey = batch.isEmpty ? undefined : this.manifestKey(batch);
-    // 0 + 1. Intent, then objects durable in S3.
-    const objects = await batch.finish(manifestKey ? [manifestKey] : []);
+    // 1 + 2. Intent, then objects durable in S3.
+    const objects = await batch.finish();
     const bytes = objects.reduce((sum, object) => sum + object.bytes, 0);
     const rows = objects.reduce((sum, object) => sum + object.rows, 0);
     if (objects.length > 0) killPoint('after-upload');
-    // 2. Manifest.
-    if (objects.length > 0 && manifestKey) {
-      const first = batch.firstCommitLsn!;
-      const last = batch.lastCommitLsn!;
-      const key = manifestKey;
-      const manifest = {
-        version: 1,
-        pipeline: this.context.pipeline,
-        slot: this.context.slot,
-        runId: this.context.runId,
-        startLsn: formatLsn(first),
-        endLsn: formatLsn(last),
-        previousCheckpoint: this.current ? formatLsn(this.current.lsn) : null,
-        checkpoint: formatLsn(position.lsn),
-        partial: position.partial
-          ? { commitLsn: formatLsn(position.partial.commitLsn), nextSeq: position.partial.nextSeq }
-          : null,
-        transactions: counts.transactions,
-        changes: rows,
-        bytes,
-        createdAt: new Date().toISOString(),
-        objects: objects.map((object) => ({
-          key: object.key,
-          table: `${object.schema}.${object.table}`,
-          dt: object.dt,
-          rows: object.rows,
-          bytes: object.bytes,
-          startLsn: formatLsn(object.firstCommitLsn),
-          endLsn: formatLsn(object.lastCommitLsn),
-        })),
-      };
-      await withRetry(() => archive.putJson(key, manifest), { what: `writing manifest ${key}`, deadline });
-      killPoint('after-manifest');
-    }
-    // 3. Checkpoint.
-    if (!samePosition(this.current, position)) {
+    const manifest = objects.length > 0 ? this.manifestOf(batch, objects, position, counts) : undefined;
+    // 3. Checkpoint (clears the intent, stores the manifest as pending).
+    if (!samePosition(this.current, position) || manifest) {
       const expected = this.current?.version ?? null;
       const checkpointStarted = performance.now();
       this.current = await withRetry(
@@ -152,6 +170,7 @@ export class CommitSequence {
             {
               lsn: position.lsn,
               partial: position.partial,
+              manifest,
               note: { runId: this.context.runId, slot: this.context.slot },
             },
             expected,
@@ -163,7 +182,12 @@ export class CommitSequence {
         this.checkpointLatencyMs * 0.5 + (performance.now() - checkpointStarted) * 0.5;
       killPoint('after-checkpoint');
     }
-    // 4. Acknowledge.
+    // 4. Manifest.
+    if (manifest) {
+      await writePendingManifest(archive, manifest, deadline);
+      killPoint('after-manifest');
+    }
+    // 5. Acknowledge.
     this.acknowledge(position.lsn);
     killPoint('after-ack');
     if (objects.length > 0 || counts.transactions > 0) {

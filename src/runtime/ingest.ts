@@ -36,7 +36,7 @@ import { ReplicationConnection, type ReplicationStream } from '../replication/co
 import { checkSource, openSourceClient, readSlot, type SlotState } from '../replication/source.js';
 import { BatchWriter, UploadMeter } from '../sink/batch.js';
 import { S3Archive } from '../sink/s3.js';
-import { CommitSequence, type DurablePosition } from './commit.js';
+import { CommitSequence, writePendingManifest, type DurablePosition } from './commit.js';
 import { systemClock, type Clock, type Deadline } from './deadline.js';
 import { armKillPoint, killPoint } from './kill-points.js';
 import { LeaseKeeper } from './lease.js';
@@ -236,6 +236,8 @@ class IngestRun {
       let checkpoint = acquisition.checkpoint;
       this.summary.startCheckpoint = checkpoint ? formatLsn(checkpoint.lsn) : null;
       if (acquisition.intentKeys.length > 0) await this.recover(acquisition.intentKeys);
+      if (acquisition.pendingManifest)
+        await writePendingManifest(this.archive, acquisition.pendingManifest, deadline);
 
       const source = await withRetry(() => openSourceClient(this.connection), {
         what: 'connecting to postgres',

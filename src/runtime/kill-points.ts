@@ -10,9 +10,9 @@ export const KILL_POINTS = [
   'mid-recovery', // recovery deleted one object of an uncommitted batch
   'after-intent', // the batch's keys recorded, before its uploads
   'mid-upload', // the first object of a batch uploaded, others not
-  'after-upload', // every object uploaded, before the manifest
-  'after-manifest', // manifest written, before the checkpoint
-  'after-checkpoint', // checkpoint written, before the acknowledgement
+  'after-upload', // every object uploaded, before the checkpoint
+  'after-checkpoint', // checkpoint written (manifest pending), before the manifest upload
+  'after-manifest', // manifest written, before the acknowledgement
   'after-ack', // acknowledged
   'mid-transaction', // while reading, inside a transaction with changes already in the batch
 ] as const;

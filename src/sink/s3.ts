@@ -74,14 +74,13 @@ export class S3Archive {
   }
 
   async putJson(key: string, body: unknown): Promise<void> {
+    await this.putText(key, `${JSON.stringify(body, null, 2)}\n`, 'application/json');
+  }
+
+  async putText(key: string, body: string, contentType: string): Promise<void> {
     try {
       await this.client.send(
-        new PutObjectCommand({
-          Bucket: this.bucket,
-          Key: key,
-          Body: `${JSON.stringify(body, null, 2)}\n`,
-          ContentType: 'application/json',
-        }),
+        new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentType: contentType }),
       );
     } catch (error) {
       throw classify(error, `writing s3://${this.bucket}/${key}`);

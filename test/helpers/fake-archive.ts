@@ -1,6 +1,6 @@
 /**
  * An in-memory stand-in for S3Archive (src/sink/s3.ts) for fast unit tests: same `key()`, `uploadFile()`
- * and `putJson()` shape, no network. Uploaded files are read and gunzipped at upload time (the spool file
+ * and `putText()` shape, no network. Uploaded files are read and gunzipped at upload time (the spool file
  * is removed afterwards), and every call is logged in `events`, in order, so tests can check the commit
  * sequence. Failures are injected per key.
  */
@@ -19,6 +19,13 @@ export interface FakeUpload {
   readonly contentType: string;
 }
 
+export interface FakeText {
+  readonly key: string;
+  /** The exact text written. */
+  readonly body: string;
+  readonly contentType: string;
+}
+
 export interface FakeArchiveOptions {
   readonly prefix?: string;
   /** A shared event log (e.g. with a checkpoint store and an ack callback); a fresh one by default. */
@@ -27,18 +34,20 @@ export interface FakeArchiveOptions {
 
 export class FakeArchive {
   readonly prefix: string;
-  /** `upload <key>`, `upload-failed <key>`, `put-json <key>`, `put-json-failed <key>`, in call order. */
+  /** `upload <key>`, `upload-failed <key>`, `put-text <key>`, `put-text-failed <key>`, in call order. */
   readonly events: string[];
   /** Every successful upload, in completion order, duplicates kept (an overwrite would show here). */
   readonly uploads: FakeUpload[] = [];
   /** The latest upload per key. */
   readonly objects = new Map<string, FakeUpload>();
-  /** putJson bodies per key, as the JSON they would be stored as. */
+  /** Every successful putText, in call order, duplicates kept (a rewrite would show here). */
+  readonly texts: FakeText[] = [];
+  /** The latest `application/json` putText body per key, parsed (a body that is not JSON fails the put). */
   readonly json = new Map<string, unknown>();
   /** Return an error to make the upload of `key` fail with it. */
   failUpload: ((key: string) => unknown) | undefined;
-  /** Return an error to make putJson of `key` fail with it. */
-  failPutJson: ((key: string) => unknown) | undefined;
+  /** Return an error to make putText of `key` fail with it. */
+  failPutText: ((key: string) => unknown) | undefined;
 
   constructor(options: FakeArchiveOptions = {}) {
     this.prefix = options.prefix ?? '';
@@ -69,14 +78,30 @@ export class FakeArchive {
     return { key, bytes };
   }
 
-  async putJson(key: string, body: unknown): Promise<void> {
-    const failure = this.failPutJson?.(key);
+  async putText(key: string, body: string, contentType: string): Promise<void> {
+    const failure = this.failPutText?.(key);
     if (failure !== undefined) {
-      this.events.push(`put-json-failed ${key}`);
+      this.events.push(`put-text-failed ${key}`);
       throw failure;
     }
-    this.json.set(key, JSON.parse(JSON.stringify(body)) as unknown);
-    this.events.push(`put-json ${key}`);
+    if (contentType === 'application/json') {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(body) as unknown;
+      } catch (error) {
+        throw new Error(`FakeArchive: putText of ${key} as application/json with a body that is not JSON`, {
+          cause: error,
+        });
+      }
+      this.json.set(key, parsed);
+    }
+    this.texts.push({ key, body, contentType });
+    this.events.push(`put-text ${key}`);
+  }
+
+  /** The latest text written to `key`, if any. */
+  text(key: string): FakeText | undefined {
+    return this.texts.findLast((text) => text.key === key);
   }
 
   /** This fake where an S3Archive is expected. */

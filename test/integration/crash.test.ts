@@ -8,7 +8,15 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { KILL_POINTS, type KillPoint } from '../../src/runtime/kill-points.js';
-import { assertExactlyOnce, assertSlotAtCheckpoint, setup, testS3Client } from '../helpers/assertions.js';
+import { parseLsn } from '../../src/lsn.js';
+import {
+  assertExactlyOnce,
+  assertSlotAtCheckpoint,
+  setup,
+  status,
+  testS3Client,
+} from '../helpers/assertions.js';
+import { readLake } from '../helpers/lake.js';
 import { runCli, type CliResult } from '../helpers/cli.js';
 import { createReferenceSlot } from '../helpers/reference.js';
 import { createPipeline, startTestStack, type Pipeline, type TestStack } from '../helpers/stack.js';
@@ -63,6 +71,21 @@ async function workload(pipeline: Pipeline, round: number): Promise<void> {
   );
 }
 
+/** Readers who go by manifests/ never see an uncommitted object: even right after a crash. */
+async function assertManifestsCommitted(pipeline: Pipeline): Promise<void> {
+  const lake = await readLake(s3, `${pipeline.name}/`);
+  const report = await status(pipeline);
+  const stored = report.checkpoint === null ? null : parseLsn(report.checkpoint);
+  const dataKeys = new Set(lake.dataKeys);
+  for (const manifest of lake.manifests) {
+    assert.ok(
+      stored !== null && parseLsn(manifest.checkpoint as string) <= stored,
+      'manifest of a committed batch',
+    );
+    for (const object of manifest.objects) assert.ok(dataKeys.has(object.key), `${object.key} exists`);
+  }
+}
+
 async function crashScenario(point: KillPoint, occurrence: number): Promise<void> {
   const pipeline = await createPipeline(
     stack,
@@ -103,6 +126,7 @@ async function crashScenario(point: KillPoint, occurrence: number): Promise<void
         `expected to die at ${point}: code ${killed.code} ${killed.stderr}`,
       );
     }
+    await assertManifestsCommitted(pipeline);
     await workload(pipeline, 2);
     // Batches cut differently from the killed run's, so that no object of the crashed batch is simply
     // overwritten by an identical one: whatever it left must be found and removed.

@@ -1,8 +1,8 @@
 /**
  * MemoryCheckpointStore: the semantics every CheckpointStore must have (src/checkpoint/store.ts).
  * Checkpoint writes succeed only from the expected version and with the current lease, never move
- * backwards, and clear the intent; the lease is exclusive until it expires, and each acquisition fences
- * out the holders before it.
+ * backwards, clear the intent and store the batch's pending manifest (or remove it); the lease is exclusive
+ * until it expires, and each acquisition fences out the holders before it.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -211,5 +211,66 @@ describe('MemoryCheckpointStore: intent', () => {
     again = await store.acquire('run-1', MINUTE, 0);
     assert.ok(again.acquired);
     assert.deepEqual(again.intentKeys, []);
+  });
+});
+
+describe('MemoryCheckpointStore: pending manifest', () => {
+  const FIRST = { key: 'manifests/1.json', body: '{"batch":1}\n' };
+  const SECOND = { key: 'manifests/2.json', body: '{"batch":2}\n' };
+
+  async function pendingAtAcquisition(store: MemoryCheckpointStore, owner: string, nowMs: number) {
+    const acquisition = await store.acquire(owner, MINUTE, nowMs);
+    assert.ok(acquisition.acquired);
+    return acquisition;
+  }
+
+  it('is stored with a write and returned at acquisition, with the checkpoint it belongs to', async () => {
+    const store = new MemoryCheckpointStore();
+    const first = await pendingAtAcquisition(store, 'run-1', 0);
+    assert.equal(first.pendingManifest, undefined, 'none at first');
+    await store.write({ ...at(0x100n), manifest: FIRST }, null, first.lease);
+    assert.deepEqual(store.pendingManifest, FIRST);
+    // A crash before the manifest reached S3: the next run finds it.
+    const next = await pendingAtAcquisition(store, 'run-2', 2 * MINUTE);
+    assert.deepEqual(next.pendingManifest, FIRST);
+    assert.equal(next.checkpoint?.lsn, 0x100n);
+  });
+
+  it('is replaced by the next write with a manifest, removed by a write without one', async () => {
+    const { store, lease } = await held();
+    await store.write({ ...at(0x100n), manifest: FIRST }, null, lease);
+    await store.write({ ...at(0x200n), manifest: SECOND }, 1, lease);
+    assert.deepEqual(store.pendingManifest, SECOND);
+    assert.deepEqual((await pendingAtAcquisition(store, 'run-2', 2 * MINUTE)).pendingManifest, SECOND);
+    const run3 = await pendingAtAcquisition(store, 'run-3', 4 * MINUTE);
+    await store.write(at(0x300n), 2, run3.lease);
+    assert.equal(store.pendingManifest, undefined);
+    assert.equal((await pendingAtAcquisition(store, 'run-4', 6 * MINUTE)).pendingManifest, undefined);
+    assert.equal((await store.read())?.lsn, 0x300n);
+  });
+
+  it('a failed write leaves the stored one', async () => {
+    const { store, lease } = await held('run-1', 0);
+    await store.write({ ...at(0x100n), manifest: FIRST }, null, lease);
+    await assert.rejects(
+      store.write({ ...at(0x200n), manifest: SECOND }, 7, lease),
+      isKind('checkpoint-conflict'),
+    );
+    await assert.rejects(store.write(at(0x200n), 7, lease), isKind('checkpoint-conflict'));
+    await assert.rejects(store.write({ ...at(0x50n), manifest: SECOND }, 1, lease), isKind('internal'));
+    assert.deepEqual(store.pendingManifest, FIRST);
+    const taken = await pendingAtAcquisition(store, 'run-2', 2 * MINUTE);
+    await assert.rejects(store.write({ ...at(0x200n), manifest: SECOND }, 1, lease), isKind('lease-lost'));
+    await assert.rejects(store.write(at(0x200n), 1, lease), isKind('lease-lost'));
+    assert.deepEqual(taken.pendingManifest, FIRST);
+    assert.deepEqual((await pendingAtAcquisition(store, 'run-3', 4 * MINUTE)).pendingManifest, FIRST);
+  });
+
+  it('is not touched by intents or by clearing them', async () => {
+    const { store, lease } = await held();
+    await store.write({ ...at(0x100n), manifest: FIRST }, null, lease);
+    await store.recordIntent(lease, ['data/a/2.jsonl.gz']);
+    await store.clearIntent(lease);
+    assert.deepEqual(store.pendingManifest, FIRST);
   });
 });

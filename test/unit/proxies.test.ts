@@ -3,7 +3,8 @@
  * HTTP fault proxy (between the AWS SDK and s3rver / dynalite). Everything runs in-process on loopback.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,7 +18,7 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { GetObjectCommand, PutObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { startLocalDynamo, startLocalS3, type LocalDynamo, type LocalS3 } from '../../src/devstack/aws.js';
+import type { LocalDynamo, LocalS3 } from '../../src/devstack/aws.js';
 import { classify } from '../../src/errors.js';
 import {
   dynamoError,
@@ -32,7 +33,40 @@ import {
 } from '../helpers/http-fault-proxy.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 
-async function waitFor(condition: () => boolean, what: string, timeoutMs = 3000): Promise<void> {
+const require = createRequire(import.meta.url);
+
+// s3rver and dynalite as in src/devstack/aws.ts, but listening on port 0 rather than on a freePort() that
+// another process may take before the server binds (unit test files run in parallel; s3rver then hangs
+// in run() because it never rejects on EADDRINUSE).
+async function startS3rver(directory: string, buckets: string[]): Promise<LocalS3> {
+  mkdirSync(directory, { recursive: true });
+  const S3rver = require('s3rver') as new (options: Record<string, unknown>) => {
+    run(): Promise<{ port: number }>;
+    close(): Promise<void>;
+  };
+  const server = new S3rver({
+    port: 0,
+    address: '127.0.0.1',
+    silent: true,
+    directory,
+    allowMismatchedSignatures: true,
+    configureBuckets: buckets.map((name) => ({ name, configs: [] })),
+  });
+  const { port } = await server.run();
+  return { endpoint: `http://127.0.0.1:${port}`, directory, stop: () => server.close() };
+}
+
+async function startDynalite(): Promise<LocalDynamo> {
+  const dynalite = require('dynalite') as (options: Record<string, unknown>) => Server;
+  const server = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
+  const port = await listen(server);
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    stop: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+async function waitFor(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
   const start = Date.now();
   while (!condition()) {
     if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
@@ -74,7 +108,7 @@ async function connectPeer(port: number): Promise<Peer> {
   return { socket, received: () => Buffer.concat(chunks), closed: () => closed };
 }
 
-describe('tcp proxy', () => {
+describe('tcp proxy', { timeout: 60_000 }, () => {
   // Target servers: `echo` sends back what it gets; `source` sends SOURCE_BYTES on connect and stays open.
   const SOURCE_BYTES = 100_000;
   const sourcePayload = Buffer.alloc(SOURCE_BYTES);
@@ -125,20 +159,26 @@ describe('tcp proxy', () => {
     direct.socket.destroy();
   };
 
-  before(async () => {
-    echoPort = await listen(echo);
-    sourcePort = await listen(source);
-    pingPort = await listen(ping);
-  });
+  before(
+    async () => {
+      echoPort = await listen(echo);
+      sourcePort = await listen(source);
+      pingPort = await listen(ping);
+    },
+    { timeout: 60_000 },
+  );
 
-  after(async () => {
-    for (const p of peers) p.socket.destroy();
-    await Promise.all(proxies.map((p) => p.stop()));
-    echo.close();
-    source.close();
-    ping.close();
-    for (const socket of echoSockets) socket.destroy();
-  });
+  after(
+    async () => {
+      for (const p of peers) p.socket.destroy();
+      await Promise.all(proxies.map((p) => p.stop()));
+      echo.close();
+      source.close();
+      ping.close();
+      for (const socket of echoSockets) socket.destroy();
+    },
+    { timeout: 60_000 },
+  );
 
   it('forwards both ways, intact, and counts connections and server bytes', async () => {
     const tcp = await proxy(echoPort);
@@ -150,10 +190,10 @@ describe('tcp proxy', () => {
     assert.equal(tcp.connections(), 1);
     assert.equal(tcp.bytesFromServer(), 5);
 
-    const big = Buffer.alloc(4 * 1024 * 1024);
+    const big = Buffer.alloc(1024 * 1024);
     for (let i = 0; i < big.length; i++) big[i] = (i * 7) % 256;
     client.socket.write(big);
-    await waitFor(() => client.received().length === 5 + big.length, '4 MiB echo');
+    await waitFor(() => client.received().length === 5 + big.length, '1 MiB echo');
     assert.ok(client.received().subarray(5).equals(big));
     assert.equal(tcp.bytesFromServer(), 5 + big.length);
 
@@ -272,11 +312,10 @@ describe('tcp proxy', () => {
   });
 });
 
-describe('http fault proxy in front of s3rver and dynalite, with the AWS SDK', () => {
+describe('http fault proxy in front of s3rver and dynalite, with the AWS SDK', { timeout: 120_000 }, () => {
   const BUCKET = 'proxy-test';
   const TABLE = 'proxy-test-table';
   const credentials = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
-  let dir = '';
   let s3: LocalS3;
   let dynamo: LocalDynamo;
   let s3Proxy: HttpFaultProxy;
@@ -308,45 +347,69 @@ describe('http fault proxy in front of s3rver and dynalite, with the AWS SDK', (
     throw new assert.AssertionError({ message: 'expected the call to fail' });
   };
 
-  before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'slotlake-proxies-'));
-    [s3, dynamo] = await Promise.all([startLocalS3(join(dir, 's3'), [BUCKET]), startLocalDynamo()]);
-    [s3Proxy, dynamoProxy] = await Promise.all([
-      startHttpFaultProxy({ target: s3.endpoint }),
-      startHttpFaultProxy({ target: dynamo.endpoint }),
-    ]);
-    s3Client = new S3Client({
-      endpoint: s3Proxy.endpoint,
-      forcePathStyle: true,
-      requestChecksumCalculation: 'WHEN_REQUIRED',
-      responseChecksumValidation: 'WHEN_REQUIRED',
-      credentials,
-      region: 'us-east-1',
-      maxAttempts: 1,
-    });
-    dynamoClient = new DynamoDBClient({
-      endpoint: dynamoProxy.endpoint,
-      credentials,
-      region: 'us-east-1',
-      maxAttempts: 1,
-    });
-    await dynamoClient.send(
-      new CreateTableCommand({
-        TableName: TABLE,
-        AttributeDefinitions: [{ AttributeName: 'pk', AttributeType: 'S' }],
-        KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }],
-        BillingMode: 'PAY_PER_REQUEST',
-      }),
-    );
-  });
+  // Everything started is registered for cleanup as soon as it exists; if the suite is already closing
+  // (a slow start outlived the hook's timeout) it is stopped at once — nothing may keep the process alive.
+  const cleanups: (() => Promise<unknown> | void)[] = [];
+  let closing = false;
+  const started = async <T>(value: Promise<T>, stop: (value: T) => Promise<unknown> | void): Promise<T> => {
+    const result = await value;
+    if (closing) {
+      await stop(result);
+      throw new Error('the suite closed while this was starting');
+    }
+    cleanups.push(() => stop(result));
+    return result;
+  };
 
-  after(async () => {
-    s3Client?.destroy();
-    dynamoClient?.destroy();
-    await Promise.allSettled([s3Proxy?.stop(), dynamoProxy?.stop()]);
-    await Promise.allSettled([s3?.stop(), dynamo?.stop()]);
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  before(
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'slotlake-proxies-'));
+      cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+      [s3, dynamo] = await Promise.all([
+        started(startS3rver(join(dir, 's3'), [BUCKET]), (server) => server.stop()),
+        started(startDynalite(), (server) => server.stop()),
+      ]);
+      [s3Proxy, dynamoProxy] = await Promise.all([
+        started(startHttpFaultProxy({ target: s3.endpoint }), (proxy) => proxy.stop()),
+        started(startHttpFaultProxy({ target: dynamo.endpoint }), (proxy) => proxy.stop()),
+      ]);
+      s3Client = new S3Client({
+        endpoint: s3Proxy.endpoint,
+        forcePathStyle: true,
+        requestChecksumCalculation: 'WHEN_REQUIRED',
+        responseChecksumValidation: 'WHEN_REQUIRED',
+        credentials,
+        region: 'us-east-1',
+        maxAttempts: 1,
+      });
+      cleanups.push(() => s3Client.destroy());
+      dynamoClient = new DynamoDBClient({
+        endpoint: dynamoProxy.endpoint,
+        credentials,
+        region: 'us-east-1',
+        maxAttempts: 1,
+      });
+      cleanups.push(() => dynamoClient.destroy());
+      await dynamoClient.send(
+        new CreateTableCommand({
+          TableName: TABLE,
+          AttributeDefinitions: [{ AttributeName: 'pk', AttributeType: 'S' }],
+          KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }],
+          BillingMode: 'PAY_PER_REQUEST',
+        }),
+      );
+    },
+    { timeout: 60_000 },
+  );
+
+  after(
+    async () => {
+      closing = true;
+      // Newest first: clients, then proxies, then servers, then the folder.
+      for (const cleanup of cleanups.reverse()) await Promise.resolve(cleanup()).catch(() => undefined);
+    },
+    { timeout: 60_000 },
+  );
 
   it('passes S3 requests through and logs them', async () => {
     await put('plain/a.txt', 'hello');
@@ -457,9 +520,16 @@ describe('http fault proxy in front of s3rver and dynalite, with the AWS SDK', (
     await put('delayed/x', 'late');
     assert.ok(performance.now() - start >= 290, 'the request took at least the delay');
     assert.equal(await get('delayed/x'), 'late');
-    const start2 = performance.now();
     await put('delayed/y');
-    assert.ok(performance.now() - start2 < 300, 'times: 1 — the next one is not delayed');
+    const puts = s3Proxy.requests().filter((r) => r.method === 'PUT' && r.path.includes('/delayed/'));
+    assert.deepEqual(
+      puts.map((r) => [r.fault, r.status]),
+      [
+        ['delay', 200],
+        [undefined, 200],
+      ],
+      'times: 1 — the next one is not delayed',
+    );
   });
 
   it('reset: a network error (classify() retries) and the request never reached S3', async () => {
