@@ -248,6 +248,7 @@ export class DynamoCheckpointStore implements CheckpointStore {
           stored &&
           this.pendingWriteIds.has(item?.writeId?.S ?? '') &&
           stored.lsn === update.lsn &&
+          stored.partial?.commitLsn === update.partial?.commitLsn &&
           stored.partial?.nextSeq === update.partial?.nextSeq &&
           stored.version === version
         ) {

@@ -4,7 +4,8 @@
  * One item per pipeline holds:
  * - the **checkpoint**: "every change committed before `lsn` is durably in S3" (plus `partial`, a transaction
  *   cut by a deadline: its commit LSN and how many of its changes are archived). It is written only after a
- *   batch's objects and manifest are durable, and only then is `lsn` acknowledged to Postgres (see
+ *   batch's objects are durable (its manifest is stored with it, see below), and only then is `lsn`
+ *   acknowledged to Postgres (see
  *   runtime/commit.ts, the one place that orders these steps). It never moves backwards.
  * - the **lease**: which run may work on the pipeline (`owner`), until when (`expiresAtMs`), and a `fence`
  *   that grows with every acquisition. Every write after acquisition is conditional on still holding the

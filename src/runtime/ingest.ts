@@ -105,6 +105,9 @@ function utcDate(unixMicros: bigint): string {
   return Number.isNaN(date.getTime()) ? '1970-01-01' : date.toISOString().slice(0, 10);
 }
 
+/** Keeps a batch's manifest (stored with the checkpoint, gzipped) far below DynamoDB's 400 KB item limit. */
+const MAX_OBJECTS_PER_BATCH = 1000;
+
 const OPS: Record<'insert' | 'update' | 'delete', Op> = { insert: 'c', update: 'u', delete: 'd' };
 
 /** The configured plugin's decoder: pgoutput yields one message per frame, wal2json one or more. */
@@ -360,7 +363,8 @@ class IngestRun {
       } catch (error) {
         const classified = classify(error, 'streaming');
         const canRetry =
-          classified.kind === 'source-connection-lost' &&
+          (classified.kind === 'source-connection-lost' ||
+            (attempt > 0 && classified.kind === 'slot-in-use')) &&
           !this.leaseLost &&
           attempt < this.config.reconnectAttempts &&
           this.deadline.usableMs() > 3_000 &&
@@ -452,6 +456,7 @@ class IngestRun {
       const rotationDue = () =>
         !batch.isEmpty &&
         (batch.rows >= config.batchMaxRows ||
+          batch.objectCount >= MAX_OBJECTS_PER_BATCH ||
           batch.uncompressedBytes >= config.batchMaxBytes ||
           clock.nowMs() - batch.startedAtMs >= config.batchMaxAgeMs);
 

@@ -119,6 +119,11 @@ export class BatchWriter {
     return this.open.size;
   }
 
+  /** Objects of this batch so far, open or closed (the manifest lists them all). */
+  get objectCount(): number {
+    return this.open.size + this.uploads.length;
+  }
+
   /**
    * Appends one record line for (schema, table, dt). `startsMidTransaction` tells whether rows of this
    * row's transaction may already be in another object (resumed or split transaction).

@@ -94,7 +94,9 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
   const target = new URL(options.target);
   if (target.protocol !== 'http:') throw new Error(`http fault proxy: only http targets (${options.target})`);
   const targetPort = Number(target.port || 80);
-  const agent = new Agent({ keepAlive: true });
+  // A fresh upstream connection per request: reusing one that the target is just closing (its 5 s idle
+  // timeout) would turn into a spurious 502 — an injected fault nobody asked for.
+  const agent = new Agent({ keepAlive: false });
   const rules: ActiveRule[] = [];
   const log: RequestLog[] = [];
   const timers = new Set<NodeJS.Timeout>();
@@ -197,7 +199,7 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
     }
   };
 
-  const server = createServer({ keepAlive: true }, (req, res) => {
+  const server = createServer((req, res) => {
     handle(req, res).catch((error: unknown) => {
       if (res.headersSent) res.destroy();
       else {
@@ -207,6 +209,9 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
     });
   });
   server.on('clientError', (_error, socket) => socket.destroy());
+  // Keep-alive towards the client: never close an idle connection first (the SDK could be sending the next
+  // request on it at that moment and see ECONNRESET). The client closes its connections, or stop() does.
+  server.keepAliveTimeout = 600_000;
 
   const port = await new Promise<number>((resolve, reject) => {
     server.once('error', reject);
