@@ -9,7 +9,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { GetObjectCommand, ListObjectsCommand } from '@aws-sdk/client-s3';
 import pg from 'pg';
 import { loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
@@ -88,9 +88,10 @@ async function mirrorArchive(lakeDir: string, endpointEnv: Record<string, string
   const s3 = createS3Client();
   let count = 0;
   try {
-    let token: string | undefined;
-    do {
-      const page = await s3.send(new ListObjectsV2Command({ Bucket: BUCKET, ContinuationToken: token }));
+    // ListObjects (v1) with markers: the local S3 server's v2 continuation tokens need a cipher Node 22 lacks.
+    let marker: string | undefined;
+    for (;;) {
+      const page = await s3.send(new ListObjectsCommand({ Bucket: BUCKET, Marker: marker }));
       for (const item of page.Contents ?? []) {
         if (!item.Key) continue;
         const target = join(lakeDir, item.Key);
@@ -99,9 +100,10 @@ async function mirrorArchive(lakeDir: string, endpointEnv: Record<string, string
         mkdirSync(dirname(target), { recursive: true });
         writeFileSync(target, bytes);
         count++;
+        marker = item.Key;
       }
-      token = page.NextContinuationToken;
-    } while (token);
+      if (!page.IsTruncated) break;
+    }
   } finally {
     s3.destroy();
   }

@@ -82,6 +82,18 @@ interface PgInternals {
   };
 }
 
+/**
+ * What a queued frame holds in memory beyond its payload: the frame object, its three bigints and the
+ * `data` view — about 245 bytes on Node 22, measured. Counting it makes the high-water mark bound memory
+ * rather than payload: a pgoutput change is often 100–300 bytes, where payload alone undercounts 2–3×.
+ */
+const FRAME_OVERHEAD_BYTES = 256;
+
+/** Approximate memory held by one queued frame. */
+function queuedCost(frame: ServerFrame): number {
+  return (frame.type === 'xlogdata' ? frame.data.byteLength + 25 : 18) + FRAME_OVERHEAD_BYTES;
+}
+
 function internals(client: pg.Client): PgInternals {
   return client as unknown as PgInternals;
 }
@@ -219,8 +231,10 @@ export class ReplicationStream {
   private onCopyData(chunk: Buffer): void {
     let frame: ServerFrame;
     try {
-      // Copy: pg reuses its read buffer, and frames may wait in the queue.
-      frame = decodeServerFrame(Uint8Array.prototype.slice.call(chunk));
+      // Copy: pg reuses its read buffer, and frames may wait in the queue. Buffer.from copies a small
+      // frame into Node's shared 8 KiB pool instead of giving each its own ArrayBuffer (a separate native
+      // allocation per change, which kept ~2× the payload alive and fragmented the malloc heap).
+      frame = decodeServerFrame(Buffer.from(chunk));
     } catch (error) {
       this.failure = classify(error);
       internals(this.client).connection.stream.destroy();
@@ -236,7 +250,7 @@ export class ReplicationStream {
     }
     if (this.stopping) return; // after CopyDone: read to the end, keep nothing
     this.queue.push(frame);
-    this.queuedBytes += frame.type === 'xlogdata' ? frame.data.byteLength + 25 : 18;
+    this.queuedBytes += queuedCost(frame);
     if (!this.paused && this.queuedBytes > this.highWater) {
       this.paused = true;
       this.readPauses++;
@@ -263,7 +277,7 @@ export class ReplicationStream {
           this.queue.splice(0, this.queueHead);
           this.queueHead = 0;
         }
-        this.queuedBytes -= frame.type === 'xlogdata' ? frame.data.byteLength + 25 : 18;
+        this.queuedBytes -= queuedCost(frame);
         if (this.paused && this.queuedBytes <= this.lowWater) {
           this.paused = false;
           internals(this.client).connection.stream.resume();

@@ -66,6 +66,8 @@ export interface RunSummary {
   lagBytes: number | null;
   retainedWalBytes: number | null;
   walStatus: string | null;
+  /** The lease this run held: its fence, and when it was taken and given up (epoch ms). */
+  lease: { fence: number; acquiredAtMs: number; releasedAtMs: number | null } | null;
 }
 
 export interface RunOptions {
@@ -189,6 +191,7 @@ class IngestRun {
       lagBytes: null,
       retainedWalBytes: null,
       walStatus: null,
+      lease: null,
     };
   }
 
@@ -223,6 +226,7 @@ class IngestRun {
       return this.finish();
     }
     killPoint('after-lease');
+    this.summary.lease = { fence: acquisition.lease.fence, acquiredAtMs: Date.now(), releasedAtMs: null };
     this.keeper = new LeaseKeeper(
       acquisition.lease,
       this.options.store,
@@ -293,6 +297,7 @@ class IngestRun {
       }
     } finally {
       await this.keeper.release();
+      this.summary.lease.releasedAtMs = Date.now();
     }
   }
 

@@ -1,6 +1,6 @@
 /** Reads the archive back from S3: every object under data/ and manifests/, records parsed. */
 import { gunzipSync } from 'node:zlib';
-import { GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, ListObjectsCommand, type S3Client } from '@aws-sdk/client-s3';
 import { BUCKET } from './stack.js';
 
 export interface ChangeRecord {
@@ -30,21 +30,25 @@ export interface Lake {
 }
 
 export async function listKeys(s3: S3Client, prefix: string): Promise<string[]> {
+  // ListObjects (v1) with markers: s3rver's v2 continuation tokens use DES, which Node 22's OpenSSL refuses.
   const keys: string[] = [];
-  let token: string | undefined;
-  do {
-    const page = await s3.send(
-      new ListObjectsV2Command({ Bucket: BUCKET, Prefix: prefix, ContinuationToken: token }),
-    );
+  let marker: string | undefined;
+  for (;;) {
+    const page = await s3.send(new ListObjectsCommand({ Bucket: BUCKET, Prefix: prefix, Marker: marker }));
     for (const item of page.Contents ?? []) if (item.Key) keys.push(item.Key);
-    token = page.NextContinuationToken;
-  } while (token);
+    if (!page.IsTruncated || keys.length === 0) break;
+    marker = keys[keys.length - 1];
+  }
   return keys.sort();
 }
 
 async function getBytes(s3: S3Client, key: string): Promise<Uint8Array> {
-  const object = await s3.send(new GetObjectCommand({ Bucket: BUCKET, Key: key }));
-  return object.Body!.transformToByteArray();
+  try {
+    const object = await s3.send(new GetObjectCommand({ Bucket: BUCKET, Key: key }));
+    return await object.Body!.transformToByteArray();
+  } catch (error) {
+    throw new Error(`reading s3://${BUCKET}/${key}: ${(error as Error).message}`, { cause: error });
+  }
 }
 
 export async function readLake(s3: S3Client, prefix: string): Promise<Lake> {
