@@ -108,6 +108,8 @@ const AWS_THROTTLING = new Set([
   'InternalServerError',
   'ServiceUnavailable',
   'TransactionInProgressException',
+  'TransactionConflictException',
+  'TimeoutError',
 ]);
 
 function messageOf(error: unknown): string {

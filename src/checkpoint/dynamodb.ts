@@ -39,6 +39,7 @@ export function createDynamoClient(): DynamoDBClient {
   return new DynamoDBClient({
     ...(endpoint ? { endpoint } : {}),
     maxAttempts: 1, // retries go through the project's own classify()-driven policy
+    requestHandler: { connectionTimeout: 5_000, requestTimeout: 15_000, throwOnRequestTimeout: true },
   });
 }
 

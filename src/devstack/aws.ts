@@ -5,7 +5,6 @@
 import { mkdirSync } from 'node:fs';
 import type { Server } from 'node:net';
 import { createRequire } from 'node:module';
-import { freePort } from './ports.js';
 
 const require = createRequire(import.meta.url);
 
@@ -26,16 +25,16 @@ export async function startLocalS3(directory: string, buckets: string[] = []): P
     run(): Promise<{ port: number }>;
     close(): Promise<void>;
   };
-  const port = await freePort();
+  // Port 0: the kernel picks a free port at bind time (no race with other processes).
   const server = new S3rver({
-    port,
+    port: 0,
     address: '127.0.0.1',
     silent: true,
     directory,
     allowMismatchedSignatures: true,
     configureBuckets: buckets.map((name) => ({ name, configs: [] })),
   });
-  await server.run();
+  const { port } = await server.run();
   return {
     endpoint: `http://127.0.0.1:${port}`,
     directory,
@@ -53,11 +52,12 @@ export async function startLocalDynamo(path?: string): Promise<LocalDynamo> {
     updateTableMs: 0,
     ...(path ? { path } : {}),
   });
-  const port = await freePort();
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, '127.0.0.1', () => resolve());
+    server.listen(0, '127.0.0.1', () => resolve());
   });
+  const address = server.address();
+  const port = typeof address === 'object' && address !== null ? address.port : 0;
   return {
     endpoint: `http://127.0.0.1:${port}`,
     stop: () => new Promise<void>((resolve) => server.close(() => resolve())),

@@ -34,6 +34,10 @@ function config(requireStorage = true): Config {
   return loadConfig(process.env, { requireStorage });
 }
 
+// Anything that escapes (a bug, or a library's background promise) still ends in one clear line.
+process.on('unhandledRejection', (reason) => fail(reason));
+process.on('uncaughtException', (error) => fail(error));
+
 const program = new Command();
 program.name('slotlake').description('Archive a PostgreSQL logical replication slot into an S3 data lake.');
 

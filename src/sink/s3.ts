@@ -31,6 +31,8 @@ export function createS3Client(): S3Client {
         }
       : {}),
     maxAttempts: 1, // retries go through the project's own classify()-driven policy
+    // A stalled connection must fail (and be retried) rather than hang the run past its deadline.
+    requestHandler: { connectionTimeout: 5_000, requestTimeout: 60_000, throwOnRequestTimeout: true },
   });
 }
 
