@@ -6,14 +6,27 @@ import { cleanEnvironment, runMeasured, type MeasuredRun } from './measure.js';
 
 export const CLI = join(ROOT, 'bin', 'slotlake.js');
 
+/**
+ * Experiments only (the defaults measure slotlake as shipped): BENCH_NODE_FLAGS adds Node flags to every
+ * slotlake process (e.g. `--max-semi-space-size=4`), BENCH_READ_BUFFER sets its SLOTLAKE_READ_BUFFER.
+ */
+export const EXPERIMENT = {
+  nodeFlags: (process.env.BENCH_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean),
+  readBuffer: process.env.BENCH_READ_BUFFER || undefined,
+};
+
 /** `slotlake <args>` as a child process, measured. */
 export function runSlotlake(
   args: readonly string[],
   env: Record<string, string>,
   timeoutMs: number,
 ): Promise<MeasuredRun> {
-  return runMeasured(process.execPath, [CLI, ...args], {
-    env: { ...cleanEnvironment(), ...env },
+  return runMeasured(process.execPath, [...EXPERIMENT.nodeFlags, CLI, ...args], {
+    env: {
+      ...cleanEnvironment(),
+      ...env,
+      ...(EXPERIMENT.readBuffer ? { SLOTLAKE_READ_BUFFER: EXPERIMENT.readBuffer } : {}),
+    },
     timeoutMs,
     cwd: ROOT,
   });

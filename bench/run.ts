@@ -10,7 +10,8 @@
  *
  * Environment: BENCH_ROWS (2000000), BENCH_SMALL_ROWS (BENCH_ROWS/10, at most 200000), BENCH_PAIRS (3),
  * BENCH_MICRO_MS (2000 per stage), BENCH_BIG_FLOOR (1: also read the big transaction with pg_recvlogical),
- * BENCH_ONLY (comma list of micro,big,throughput). Quick smoke run: `BENCH_ROWS=20000 npm run bench`.
+ * BENCH_ONLY (comma list of micro,big,throughput); for experiments BENCH_NODE_FLAGS and BENCH_READ_BUFFER
+ * (bench/commands.ts). Quick smoke run: `BENCH_ROWS=20000 npm run bench`.
  * Prints a report and writes it as JSON to bench/results/latest.json. Exits 1 when a part fails or a
  * correctness check does not hold; a missed memory target is reported, not an error.
  */
@@ -22,7 +23,7 @@ import pg from 'pg';
 import { startTestStack, type TestStack } from '../test/helpers/stack.js';
 import { benchBigTransaction, type BigResult } from './big.js';
 import { ensureBuilt, ROOT } from './build.js';
-import { findPgRecvlogical } from './commands.js';
+import { EXPERIMENT, findPgRecvlogical } from './commands.js';
 import { GNU_TIME, hasGnuTime } from './measure.js';
 import { runMicro, type MicroResult } from './micro.js';
 import { benchThroughput, type ThroughputResult } from './throughput.js';
@@ -127,11 +128,18 @@ function printBig(big: BigResult): void {
   }
   if (run.timeline.length > 0) {
     const points = run.timeline.length;
-    const pick = [0.1, 0.25, 0.5, 0.75, 0.9].map(
+    const pick = [0.1, 0.25, 0.5, 0.75, 0.9, 1].map(
       (f) => run.timeline[Math.min(points - 1, Math.floor(points * f))]!,
     );
+    const top = run.timeline.reduce((a, b) => (b.rssBytes > a.rssBytes ? b : a));
+    const reading = run.timeline.filter((s) => s.atMs <= run.wallMs * 0.9);
+    const readingMax = reading.length ? Math.max(...reading.map((s) => s.rssBytes)) : undefined;
     log(
-      `  RSS over time   ${pick.map((s) => `${num(s.atMs / 1000, 0)}s:${num(s.rssBytes / 2 ** 20)}M`).join('  ')}`,
+      `  RSS sampled     max ${mib(top.rssBytes)} at ${num(top.atMs / 1000, 1)} s of ${num(run.wallMs / 1000, 1)} s; ` +
+        `max over the first 90% of the run ${mib(readingMax)}`,
+    );
+    log(
+      `  RSS over time   ${pick.map((s) => `${num(s.atMs / 1000, run.wallMs < 20_000 ? 1 : 0)}s:${num(s.rssBytes / 2 ** 20)}M`).join('  ')}`,
     );
   }
 }
@@ -240,7 +248,7 @@ async function main(): Promise<number> {
       gnuTime: hasGnuTime() ? GNU_TIME : null,
       pgRecvlogical: recvlogical ? `${recvlogical} (${toolVersion(recvlogical) ?? '?'})` : null,
     },
-    settings: { rows, smallRows, pairs, microMs, bigFloor, parts: [...parts] },
+    settings: { rows, smallRows, pairs, microMs, bigFloor, parts: [...parts], experiment: EXPERIMENT },
     errors: {},
     totalMs: 0,
     ok: true,
@@ -249,6 +257,12 @@ async function main(): Promise<number> {
   log(
     `machine: ${String(results.machine.cores)} cores (${String(results.machine.cpu)}), ${String(results.machine.memoryGiB)} GiB, Node ${process.version}`,
   );
+  if (EXPERIMENT.nodeFlags.length || EXPERIMENT.readBuffer) {
+    log(
+      `EXPERIMENT (not slotlake as shipped): node flags [${EXPERIMENT.nodeFlags.join(' ')}], ` +
+        `SLOTLAKE_READ_BUFFER ${EXPERIMENT.readBuffer ?? 'default'}`,
+    );
+  }
   log(
     `peak RSS via ${hasGnuTime() ? `${GNU_TIME} (getrusage)` : 'polling /proc/<pid>/status every 20 ms (no GNU time)'}`,
   );

@@ -52,6 +52,8 @@ export interface Config {
   readonly readBufferBytes: number;
   /** Reconnects after a dropped Postgres connection within one run. */
   readonly reconnectAttempts: number;
+  /** Testing only: stop reading as if the deadline came, once this run archived this many changes. */
+  readonly testStopAfterChanges: number | undefined;
   /** Testing only: SIGKILL the process at this step. */
   readonly killAt: { point: KillPoint; occurrence: number } | undefined;
   readonly logLevel: 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
@@ -174,6 +176,7 @@ const SETTINGS = {
     }),
     default: undefined,
   },
+  SLOTLAKE_TEST_STOP_AFTER_CHANGES: { schema: positiveInt, default: undefined },
   SLOTLAKE_DEBUG_STACK: { schema: z.enum(['0', '1', 'true', 'false']), default: undefined },
   SLOTLAKE_LOG_LEVEL: {
     schema: z
@@ -272,6 +275,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
     readBufferBytes: values.SLOTLAKE_READ_BUFFER as number,
     reconnectAttempts: values.SLOTLAKE_RECONNECT_ATTEMPTS as number,
     killAt: values.SLOTLAKE_KILL_AT as Config['killAt'],
+    testStopAfterChanges: values.SLOTLAKE_TEST_STOP_AFTER_CHANGES as number | undefined,
     logLevel: values.SLOTLAKE_LOG_LEVEL as Config['logLevel'],
   };
 }

@@ -160,6 +160,7 @@ export async function runDev(options: DevOptions): Promise<void> {
         deadline,
         untilCaughtUp: false,
         stopSignal: stop.signal,
+        publishMetrics: false,
         onBatch: (progress) =>
           say(
             `  run ${run}: ${progress.changes} changes, ${progress.objects} objects, checkpoint ${progress.checkpoint}`,

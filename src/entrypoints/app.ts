@@ -10,6 +10,7 @@ import { readSlot, setupSource, withSourceClient } from '../replication/source.j
 import { createS3Client, S3Archive } from '../sink/s3.js';
 import type { Deadline } from '../runtime/deadline.js';
 import { runIngest, type RunSummary } from '../runtime/ingest.js';
+import { publishRunMetrics } from '../runtime/metrics.js';
 
 export interface RunRequest {
   readonly config: Config;
@@ -18,13 +19,15 @@ export interface RunRequest {
   readonly untilCaughtUp: boolean;
   readonly stopSignal?: AbortSignal;
   readonly onBatch?: (summary: Readonly<RunSummary>) => void;
+  /** Emit the run's EMF metrics (default true). */
+  readonly publishMetrics?: boolean;
 }
 
 export async function performRun(request: RunRequest): Promise<RunSummary> {
   const s3 = createS3Client();
   const dynamo = createDynamoClient();
   try {
-    return await runIngest({
+    const summary = await runIngest({
       config: request.config,
       logger: request.logger,
       s3,
@@ -34,6 +37,8 @@ export async function performRun(request: RunRequest): Promise<RunSummary> {
       ...(request.stopSignal ? { stopSignal: request.stopSignal } : {}),
       ...(request.onBatch ? { onBatch: request.onBatch } : {}),
     });
+    if (request.publishMetrics !== false) publishRunMetrics(summary);
+    return summary;
   } finally {
     s3.destroy();
     dynamo.destroy();

@@ -58,6 +58,7 @@ export interface CommitResult {
   readonly objects: readonly ArchivedObject[];
   readonly bytes: number;
   readonly rows: number;
+  readonly flushMs: number;
 }
 
 export interface BatchCounts {
@@ -203,6 +204,12 @@ export class CommitSequence {
         flushMs: Math.round(performance.now() - started),
       });
     }
-    return { checkpoint: this.current, objects, bytes, rows };
+    return {
+      checkpoint: this.current,
+      objects,
+      bytes,
+      rows,
+      flushMs: Math.round(performance.now() - started),
+    };
   }
 }

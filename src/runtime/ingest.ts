@@ -63,9 +63,12 @@ export interface RunSummary {
   readPauses: number;
   reconnects: number;
   recoveredObjects: number;
+  /** Time spent making batches durable (uploads, checkpoint, manifest, ack). */
+  flushMs: number;
   lagBytes: number | null;
   retainedWalBytes: number | null;
   walStatus: string | null;
+  safeWalSize: number | null;
   /** The lease this run held: its fence, and when it was taken and given up (epoch ms). */
   lease: { fence: number; acquiredAtMs: number; releasedAtMs: number | null } | null;
 }
@@ -156,6 +159,8 @@ class IngestRun {
   private stream: ReplicationStream | undefined;
   /** Set when the lease is lost: nothing more may be acknowledged. */
   private leaseLost = false;
+  /** The configured status interval, shortened to a third of the server's wal_sender_timeout. */
+  private statusIntervalMs: number;
 
   constructor(private readonly options: RunOptions) {
     this.config = options.config;
@@ -169,6 +174,7 @@ class IngestRun {
       applicationName: `slotlake:${this.config.pipeline}`,
     };
     this.spoolDir = join(this.config.spoolDir ?? join(tmpdir(), 'slotlake-spool'), this.runId);
+    this.statusIntervalMs = this.config.statusIntervalMs;
     this.summary = {
       stopReason: 'deadline',
       startCheckpoint: null,
@@ -188,9 +194,11 @@ class IngestRun {
       readPauses: 0,
       reconnects: 0,
       recoveredObjects: 0,
+      flushMs: 0,
       lagBytes: null,
       retainedWalBytes: null,
       walStatus: null,
+      safeWalSize: null,
       lease: null,
     };
   }
@@ -267,6 +275,7 @@ class IngestRun {
             this.summary.startCheckpoint ?? formatLsn(slot.confirmedFlushLsn ?? ZERO_LSN);
           return this.finish();
         }
+        await this.adaptToServer(source, slot);
         const resume = this.resumePosition(checkpoint, slot);
         this.summary.checkpoint = formatLsn(resume.lsn);
         const commits = new CommitSequence(
@@ -298,6 +307,55 @@ class IngestRun {
     } finally {
       await this.keeper.release();
       this.summary.lease.releasedAtMs = Date.now();
+    }
+  }
+
+  /**
+   * Reads the server settings that shape a healthy session: status updates must reach the server well
+   * within wal_sender_timeout (it drops a quiet client), and retained WAL is compared with
+   * max_slot_wal_keep_size (past it the server invalidates the slot).
+   */
+  private async adaptToServer(source: pg.Client, slot: SlotState): Promise<void> {
+    const settings = await source
+      .query(
+        `SELECT name, setting::bigint AS value, unit FROM pg_settings
+          WHERE name IN ('wal_sender_timeout', 'max_slot_wal_keep_size')`,
+      )
+      .catch(() => ({ rows: [] as Array<{ name: string; value: string; unit: string | null }> }));
+    const byName = new Map(
+      (settings.rows as Array<{ name: string; value: string; unit: string | null }>).map((row) => [
+        row.name,
+        row,
+      ]),
+    );
+    const timeout = byName.get('wal_sender_timeout');
+    const timeoutMs = timeout ? Number(timeout.value) * (timeout.unit === 's' ? 1000 : 1) : 0;
+    if (timeoutMs > 0 && timeoutMs / 3 < this.statusIntervalMs) {
+      this.statusIntervalMs = Math.max(100, Math.floor(timeoutMs / 3));
+      this.logger.info('status interval shortened to a third of the server wal_sender_timeout', {
+        walSenderTimeoutMs: timeoutMs,
+        statusIntervalMs: this.statusIntervalMs,
+      });
+    }
+    const keep = byName.get('max_slot_wal_keep_size');
+    const keepBytes = keep && Number(keep.value) >= 0 ? Number(keep.value) * 1024 * 1024 : undefined; // MB
+    if (
+      slot.walStatus === 'unreserved' ||
+      (keepBytes !== undefined && slot.retainedWalBytes >= 0.8 * keepBytes)
+    ) {
+      this.logger.warn(
+        'the slot retains WAL close to max_slot_wal_keep_size: it will be invalidated if it falls further behind',
+        {
+          retainedWalBytes: slot.retainedWalBytes,
+          maxSlotWalKeepSizeBytes: keepBytes,
+          walStatus: slot.walStatus,
+          safeWalSize: slot.safeWalSize,
+        },
+      );
+    } else if (keepBytes === undefined && slot.retainedWalBytes > 10 * 1024 ** 3) {
+      this.logger.warn('the slot retains more than 10 GiB of WAL and max_slot_wal_keep_size is unlimited', {
+        retainedWalBytes: slot.retainedWalBytes,
+      });
     }
   }
 
@@ -390,6 +448,7 @@ class IngestRun {
   /** One START_REPLICATION session. Returns why reading stopped, after the final commit. */
   private async streamSession(commits: CommitSequence, resume: ResumePosition): Promise<StopReason> {
     const { config, logger, deadline, clock, options, summary } = this;
+    const statusIntervalMs = this.statusIntervalMs;
     const replication = await withRetry(() => ReplicationConnection.open(this.connection), {
       what: 'opening the replication connection',
       deadline,
@@ -403,7 +462,7 @@ class IngestRun {
         slot: config.slot,
         startLsn: resume.lsn,
         pluginOptions: pluginOptions(config),
-        statusIntervalMs: config.statusIntervalMs,
+        statusIntervalMs,
         highWaterBytes: config.readBufferBytes,
       });
       this.stream = stream;
@@ -419,6 +478,7 @@ class IngestRun {
       let lastDataAtMs = clock.nowMs();
       let lastKeepaliveRequestMs = 0;
       let framesSinceEstimate = 0;
+      let framesSinceYield = 0;
       let flushEstimateMs = commits.estimateTailMs();
       let caughtUp = options.untilCaughtUp && resume.lsn >= target && partial === undefined;
       let stopReason: StopReason | undefined;
@@ -449,6 +509,7 @@ class IngestRun {
         summary.batches += result.objects.length > 0 ? 1 : 0;
         summary.objects += result.objects.length;
         summary.bytes += result.bytes;
+        summary.flushMs += result.flushMs;
         summary.checkpoint = formatLsn(position.lsn);
         summary.partial = position.partial
           ? { commitLsn: formatLsn(position.partial.commitLsn), nextSeq: position.partial.nextSeq }
@@ -456,6 +517,22 @@ class IngestRun {
         batchTransactions = 0;
         batch = this.newBatch();
         options.onBatch?.(summary);
+      };
+
+      /**
+       * Idle advance: nothing is pending (no open transaction, an empty batch, no cut transaction), so the
+       * server's keepalive position lies past everything it sent us. Moving the checkpoint there (and then
+       * acknowledging it, through the ordinary commit sequence) lets the server recycle WAL that holds
+       * nothing for this publication — an idle or filtered slot would otherwise pin WAL forever. At most
+       * once per status interval, so an idle run costs a DynamoDB write every few seconds.
+       */
+      let lastIdleCommitMs = clock.nowMs();
+      const advanceIdle = async () => {
+        if (txn || !batch.isEmpty || partial !== undefined || idlePosition === undefined) return;
+        if (idlePosition <= (commits.checkpoint?.lsn ?? resume.lsn)) return;
+        if (clock.nowMs() - lastIdleCommitMs < statusIntervalMs) return;
+        lastIdleCommitMs = clock.nowMs();
+        await commitBatch();
       };
 
       const rotationDue = () =>
@@ -601,7 +678,10 @@ class IngestRun {
           flushEstimateMs = batch.estimateUploadMs() + commits.estimateTailMs();
           batch.checkUploads();
         }
-        if (deadline.mustStopReading(flushEstimateMs)) {
+        if (
+          deadline.mustStopReading(flushEstimateMs) ||
+          (config.testStopAfterChanges !== undefined && summary.changes >= config.testStopAfterChanges)
+        ) {
           stopReason = 'deadline';
           logger.info('deadline near: stopping reading to flush', {
             remainingMs: Math.round(deadline.remainingMs()),
@@ -611,6 +691,12 @@ class IngestRun {
           break;
         }
         const waitMs = Math.max(0, Math.min(250, deadline.usableMs() - flushEstimateMs));
+        // A long backlog is processed without waiting on I/O; yield now and then, so that timers — the
+        // status updates, the lease renewal — are never starved.
+        if (++framesSinceYield >= 2000) {
+          framesSinceYield = 0;
+          await new Promise((resolve) => setImmediate(resolve));
+        }
         const frame = await stream.next(waitMs);
         if (frame === 'ended') {
           throw new SlotlakeError('the server ended the replication stream', {
@@ -623,6 +709,7 @@ class IngestRun {
           framesSinceEstimate = 64;
           const now = clock.nowMs();
           if (!txn && rotationDue()) await commitBatch();
+          if (!txn) await advanceIdle();
           if (!txn && config.idleTimeoutMs !== undefined && now - lastDataAtMs >= config.idleTimeoutMs) {
             stopReason = 'idle';
             break;
@@ -638,6 +725,7 @@ class IngestRun {
           if (!txn) {
             idlePosition = frame.walEnd;
             if (options.untilCaughtUp && frame.walEnd >= target && partial === undefined) caughtUp = true;
+            await advanceIdle();
           }
           continue;
         }
@@ -707,5 +795,6 @@ class IngestRun {
     this.summary.lagBytes = slot?.lagBytes ?? null;
     this.summary.retainedWalBytes = slot?.retainedWalBytes ?? null;
     this.summary.walStatus = slot?.walStatus ?? null;
+    this.summary.safeWalSize = slot?.safeWalSize ?? null;
   }
 }

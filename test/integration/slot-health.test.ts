@@ -1,0 +1,183 @@
+/**
+ * Slot health: an idle or filtered slot advances instead of pinning WAL; a transaction larger than one run
+ * is finished by later runs exactly once; unchanged TOASTed values are listed, never nulled.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { S3Client } from '@aws-sdk/client-s3';
+import pg from 'pg';
+import { lsnDistance, parseLsn } from '../../src/lsn.js';
+import {
+  assertExactlyOnce,
+  assertSlotAtCheckpoint,
+  setup,
+  status,
+  testS3Client,
+} from '../helpers/assertions.js';
+import { runCli } from '../helpers/cli.js';
+import { readLake } from '../helpers/lake.js';
+import { createReferenceSlot } from '../helpers/reference.js';
+import { createPipeline, startTestStack, type TestStack } from '../helpers/stack.js';
+
+let stack: TestStack;
+let s3: S3Client;
+
+before(async () => {
+  stack = await startTestStack();
+  s3 = testS3Client(stack);
+});
+
+after(async () => {
+  s3?.destroy();
+  await stack?.stop();
+});
+
+describe('idle advance', () => {
+  test('a filtered slot whose tables see no writes follows the WAL instead of pinning it', async () => {
+    const pipeline = await createPipeline(
+      stack,
+      'CREATE TABLE quiet (id int PRIMARY KEY); CREATE TABLE busy (id serial PRIMARY KEY, v text);',
+      { SLOTLAKE_TABLES: 'public.quiet', SLOTLAKE_STATUS_INTERVAL: '1s' },
+    );
+    const other = await stack.postgres.createDatabase(`${pipeline.name}_other`);
+    const otherClient = new pg.Client({ connectionString: other });
+    await otherClient.connect();
+    try {
+      await setup(pipeline);
+      const start = await status(pipeline);
+      // WAL grows from writes the publication does not send: another table, another database
+      await pipeline.sql(`INSERT INTO busy (v) SELECT repeat('b', 200) FROM generate_series(1, 20000) g`);
+      await otherClient.query(
+        `CREATE TABLE elsewhere AS SELECT g, repeat('e', 200) AS v FROM generate_series(1, 20000) g`,
+      );
+      const walBefore = parseLsn(
+        ((await pipeline.sql('SELECT pg_current_wal_lsn()::text AS l')).rows[0] as { l: string }).l,
+      );
+      assert.ok(
+        lsnDistance(walBefore, parseLsn(start.slot.confirmedFlushLsn)) > 4_000_000,
+        'several MB of WAL to retain',
+      );
+
+      // during a run with writes going on elsewhere, the slot keeps up
+      let writing = true;
+      const load = (async () => {
+        while (writing)
+          await otherClient.query(`INSERT INTO elsewhere SELECT g, 'x' FROM generate_series(1, 500) g`);
+      })();
+      const run = await runCli(['run', '--max-duration', '5s'], pipeline.env);
+      writing = false;
+      await load;
+      assert.equal(run.code, 0, run.stderr);
+      assert.equal(run.summary?.changes, 0);
+      const during = await status(pipeline);
+      assert.ok(
+        parseLsn(during.slot.confirmedFlushLsn) >= walBefore,
+        'the slot advanced past the WAL written before',
+      );
+      assert.equal(
+        during.slot.confirmedFlushLsn,
+        during.checkpoint,
+        'and the checkpoint holds the same position',
+      );
+
+      // at rest: within one keepalive of the server's WAL position
+      const idle = await runCli(['run', '--until-caught-up'], pipeline.env);
+      assert.equal(idle.code, 0, idle.stderr);
+      const after = await status(pipeline);
+      assert.equal(after.slot.confirmedFlushLsn, after.checkpoint);
+      const lag = lsnDistance(parseLsn(after.slot.currentWalLsn), parseLsn(after.slot.confirmedFlushLsn));
+      assert.ok(lag < 64 * 1024, `lag after an idle run: ${lag} bytes`);
+    } finally {
+      await otherClient.end();
+      await pipeline.close();
+    }
+  });
+});
+
+describe('a transaction larger than one run', () => {
+  test('is cut by deadlines, resumed where it stopped, and archived exactly once', async () => {
+    const pipeline = await createPipeline(
+      stack,
+      'CREATE TABLE huge (id int PRIMARY KEY, v text); CREATE TABLE small (id serial PRIMARY KEY);',
+      // the deadline, made deterministic: each run stops reading after 15,000 changes
+      { SLOTLAKE_OBJECT_MAX_BYTES: '256KiB', SLOTLAKE_TEST_STOP_AFTER_CHANGES: '15000' },
+    );
+    try {
+      await setup(pipeline);
+      const reference = await createReferenceSlot(pipeline);
+      await pipeline.sql('INSERT INTO small DEFAULT VALUES');
+      await pipeline.sql(`INSERT INTO huge SELECT g, md5(g::text) FROM generate_series(1, 40000) g`);
+      await pipeline.sql('INSERT INTO small DEFAULT VALUES');
+      const partials: Array<{ commitLsn: string; nextSeq: number }> = [];
+      for (let run = 1; ; run++) {
+        const result = await runCli(['run', '--max-duration', '60s'], pipeline.env);
+        assert.equal(result.code, 0, result.stderr);
+        assert.equal(result.summary?.stopReason, 'deadline');
+        const report = await status(pipeline);
+        assert.equal(report.slot.confirmedFlushLsn, report.checkpoint, 'ack = checkpoint after every run');
+        const partial = result.summary?.partial as { commitLsn: string; nextSeq: number } | null;
+        if (!partial) break;
+        partials.push(partial);
+        assert.deepEqual(report.partial, partial, 'the cut is in the checkpoint');
+        assert.ok(run < 10);
+      }
+      // 1 + 40,000 + 1 changes: cut after 15,000 (14,999 of the big one), 30,000, then finished
+      assert.equal(partials.length, 2, `two cuts: ${JSON.stringify(partials)}`);
+      assert.equal(new Set(partials.map((p) => p.commitLsn)).size, 1, 'always the same transaction');
+      assert.deepEqual(
+        partials.map((p) => p.nextSeq),
+        [14999, 29999],
+      );
+      const last = await runCli(['run', '--until-caught-up'], pipeline.env);
+      assert.equal(last.code, 0, last.stderr);
+      await assertSlotAtCheckpoint(pipeline);
+      const lake = await assertExactlyOnce(s3, pipeline, reference, ['public.huge', 'public.small']);
+      assert.ok(
+        lake.dataKeys.some((key) => /-\d{10}\.jsonl\.gz$/.test(key)),
+        'continued objects carry a part suffix',
+      );
+      const seqs = lake.records
+        .filter((r) => r.record.source.table === 'huge')
+        .map((r) => r.record.source.seq);
+      assert.equal(new Set(seqs).size, 40000);
+    } finally {
+      await pipeline.close();
+    }
+  });
+});
+
+describe('unchanged TOAST', () => {
+  test('listed in unchanged_toast and omitted, never null; taken from the old row under REPLICA IDENTITY FULL', async () => {
+    const pipeline = await createPipeline(
+      stack,
+      `CREATE TABLE docs (id int PRIMARY KEY, body text, n int);
+       CREATE TABLE docs_full (id int PRIMARY KEY, body text, n int);
+       ALTER TABLE docs_full REPLICA IDENTITY FULL;
+       ALTER TABLE docs ALTER COLUMN body SET STORAGE EXTERNAL;
+       ALTER TABLE docs_full ALTER COLUMN body SET STORAGE EXTERNAL;`,
+    );
+    try {
+      await setup(pipeline);
+      const big = `(SELECT string_agg(md5(g::text), '') FROM generate_series(1, 400) g)`; // 12.8 kB, out of line
+      await pipeline.sql(`INSERT INTO docs VALUES (1, ${big}, 0)`);
+      await pipeline.sql(`INSERT INTO docs_full VALUES (1, ${big}, 0)`);
+      await pipeline.sql(`UPDATE docs SET n = 1 WHERE id = 1`);
+      await pipeline.sql(`UPDATE docs_full SET n = 1 WHERE id = 1`);
+      const run = await runCli(['run', '--until-caught-up'], pipeline.env);
+      assert.equal(run.code, 0, run.stderr);
+      const lake = await readLake(s3, `${pipeline.name}/`);
+      const body = ((await pipeline.sql(`SELECT body FROM docs WHERE id = 1`)).rows[0] as { body: string })
+        .body;
+      const update = lake.records.find((r) => r.record.source.table === 'docs' && r.record.op === 'u')!;
+      assert.deepEqual(update.record.unchanged_toast, ['body']);
+      assert.deepEqual(update.record.after, { id: 1, n: 1 }, 'body absent, not null');
+      assert.ok(!update.line.includes('"body":null'));
+      const full = lake.records.find((r) => r.record.source.table === 'docs_full' && r.record.op === 'u')!;
+      assert.equal(full.record.unchanged_toast, undefined);
+      assert.equal(full.record.after?.body, body, 'the value from the old row');
+      assert.equal(full.record.before?.body, body);
+    } finally {
+      await pipeline.close();
+    }
+  });
+});
