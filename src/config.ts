@@ -160,7 +160,7 @@ const SETTINGS = {
   SLOTLAKE_SLOT_POSITION_POLICY: { schema: z.enum(['fail', 'trust-slot']), default: 'fail' },
   SLOTLAKE_LEASE_DURATION: { schema: duration, default: '60s' },
   SLOTLAKE_SPOOL_DIR: { schema: z.string().min(1), default: undefined },
-  SLOTLAKE_READ_BUFFER: { schema: size, default: '16MiB' },
+  SLOTLAKE_READ_BUFFER: { schema: size, default: '8MiB' },
   SLOTLAKE_RECONNECT_ATTEMPTS: {
     schema: z.string().regex(/^\d+$/, 'expected a whole number').transform(Number),
     default: '3',

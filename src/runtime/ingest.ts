@@ -17,6 +17,7 @@
  * connection commits what is complete and reconnects from the checkpoint while time allows.
  */
 import { randomUUID } from 'node:crypto';
+import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
@@ -305,6 +306,7 @@ class IngestRun {
         await source.end().catch(() => undefined);
       }
     } finally {
+      await rm(this.spoolDir, { recursive: true, force: true }).catch(() => undefined);
       await this.keeper.release();
       this.summary.lease.releasedAtMs = Date.now();
     }

@@ -64,7 +64,7 @@ export class S3Archive {
           ContentType: contentType,
           ContentLength: bytes,
         },
-        partSize: 8 * 1024 * 1024,
+        partSize: 5 * 1024 * 1024, // the minimum: parts are buffered, so smaller parts mean less memory
         queueSize: 2,
         leavePartsOnError: false,
       });
