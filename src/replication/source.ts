@@ -53,14 +53,7 @@ export async function withSourceClient<T>(
   settings: ConnectionSettings,
   use: (client: pg.Client) => Promise<T>,
 ): Promise<T> {
-  const client = new pg.Client(clientConfig(settings, false));
-  client.on('error', () => undefined);
-  try {
-    await client.connect();
-  } catch (error) {
-    await client.end().catch(() => undefined);
-    throw classify(error, 'connecting to postgres');
-  }
+  const client = await openSourceClient(settings);
   try {
     return await use(client);
   } catch (error) {
@@ -114,16 +107,8 @@ export async function readSlot(client: pg.Client, slot: string): Promise<SlotSta
   };
 }
 
-export async function currentWalLsn(client: pg.Client): Promise<Lsn> {
-  const result = await client.query('SELECT pg_current_wal_lsn()::text AS lsn');
-  return parseLsn((result.rows[0] as { lsn: string }).lsn);
-}
-
-/** Checks wal_level, the slot and the publication before a run streams. */
-export async function checkSource(
-  client: pg.Client,
-  want: { slot: string; publication: string; plugin: string },
-): Promise<SlotState> {
+/** Logical decoding needs wal_level = logical. */
+async function assertLogicalWalLevel(client: pg.Client): Promise<void> {
   const walLevel = (await client.query('SHOW wal_level')).rows[0] as { wal_level: string };
   if (walLevel.wal_level !== 'logical') {
     throw new SlotlakeError(
@@ -134,6 +119,14 @@ export async function checkSource(
       },
     );
   }
+}
+
+/** Checks wal_level, the slot and the publication before a run streams. */
+export async function checkSource(
+  client: pg.Client,
+  want: { slot: string; publication: string; plugin: string },
+): Promise<SlotState> {
+  await assertLogicalWalLevel(client);
   const slot = await readSlot(client, want.slot);
   if (!slot) {
     throw new SlotlakeError(`replication slot "${want.slot}" does not exist`, {
@@ -187,16 +180,7 @@ export async function setupSource(
   want: { slot: string; publication: string; plugin: string; tables: readonly string[] | undefined },
 ): Promise<SetupResult> {
   const publicationState = await withSourceClient(settings, async (client) => {
-    const walLevel = (await client.query('SHOW wal_level')).rows[0] as { wal_level: string };
-    if (walLevel.wal_level !== 'logical') {
-      throw new SlotlakeError(
-        `wal_level is ${walLevel.wal_level}, logical decoding needs wal_level = logical`,
-        {
-          kind: 'source-wal-level',
-          hint: 'set wal_level = logical (on RDS/Aurora: rds.logical_replication = 1) and restart the server',
-        },
-      );
-    }
+    await assertLogicalWalLevel(client);
     if (want.plugin !== 'pgoutput') return 'not-needed' as const;
     const existing = await client.query('SELECT puballtables FROM pg_publication WHERE pubname = $1', [
       want.publication,

@@ -249,7 +249,7 @@ class IngestRun {
     );
     this.keeper.start();
     try {
-      let checkpoint = acquisition.checkpoint;
+      const checkpoint = acquisition.checkpoint;
       this.summary.startCheckpoint = checkpoint ? formatLsn(checkpoint.lsn) : null;
       if (acquisition.intentKeys.length > 0) await this.recover(acquisition.intentKeys);
       if (acquisition.pendingManifest)
@@ -298,7 +298,6 @@ class IngestRun {
           },
         );
         await this.streamWithReconnects(commits, resume);
-        checkpoint = commits.checkpoint;
         await this.reportSlot(source);
         logger.info('run finished', { ...this.finish() });
         return this.finish();

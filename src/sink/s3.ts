@@ -75,10 +75,6 @@ export class S3Archive {
     }
   }
 
-  async putJson(key: string, body: unknown): Promise<void> {
-    await this.putText(key, `${JSON.stringify(body, null, 2)}\n`, 'application/json');
-  }
-
   async putText(key: string, body: string, contentType: string): Promise<void> {
     try {
       await this.client.send(
