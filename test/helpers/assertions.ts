@@ -1,10 +1,12 @@
 /** Assertions shared by the integration tests: the archive against the database's own stream, slot vs checkpoint. */
 import assert from 'node:assert/strict';
+import { after, before } from 'node:test';
 import { S3Client } from '@aws-sdk/client-s3';
 import { runCli } from './cli.js';
 import { readLake, type Lake } from './lake.js';
 import { referenceChanges } from './reference.js';
-import type { Pipeline, TestStack } from './stack.js';
+import type { LocalPostgresOptions } from '../../src/devstack/postgres.js';
+import { startTestStack, type Pipeline, type TestStack } from './stack.js';
 
 /** An S3 client for reading the local archive back. */
 export function testS3Client(stack: TestStack): S3Client {
@@ -16,6 +18,26 @@ export function testS3Client(stack: TestStack): S3Client {
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
   });
+}
+
+/**
+ * Registers before/after hooks that start one local stack for the test file (and an S3 client to read the
+ * archive back) and stop it; the returned holder is filled once `before` ran.
+ */
+export function useTestStack(postgres?: LocalPostgresOptions): {
+  readonly stack: TestStack;
+  readonly s3: S3Client;
+} {
+  const holder = {} as { stack: TestStack; s3: S3Client };
+  before(async () => {
+    holder.stack = await startTestStack(postgres);
+    holder.s3 = testS3Client(holder.stack);
+  });
+  after(async () => {
+    holder.s3?.destroy();
+    await holder.stack?.stop();
+  });
+  return holder;
 }
 
 export interface StatusReport {

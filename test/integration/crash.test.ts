@@ -5,8 +5,7 @@
  * checkpoint.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import type { S3Client } from '@aws-sdk/client-s3';
+import { describe, test } from 'node:test';
 import { KILL_POINTS, type KillPoint } from '../../src/runtime/kill-points.js';
 import { parseLsn } from '../../src/lsn.js';
 import {
@@ -14,25 +13,14 @@ import {
   assertSlotAtCheckpoint,
   setup,
   status,
-  testS3Client,
+  useTestStack,
 } from '../helpers/assertions.js';
 import { readLake } from '../helpers/lake.js';
 import { runCli, type CliResult } from '../helpers/cli.js';
 import { createReferenceSlot } from '../helpers/reference.js';
-import { createPipeline, startTestStack, type Pipeline, type TestStack } from '../helpers/stack.js';
+import { createPipeline, type Pipeline } from '../helpers/stack.js';
 
-let stack: TestStack;
-let s3: S3Client;
-
-before(async () => {
-  stack = await startTestStack();
-  s3 = testS3Client(stack);
-});
-
-after(async () => {
-  s3?.destroy();
-  await stack?.stop();
-});
+const local = useTestStack();
 
 const FAST_LEASE = {
   SLOTLAKE_LEASE_DURATION: '2s',
@@ -73,7 +61,7 @@ async function workload(pipeline: Pipeline, round: number): Promise<void> {
 
 /** Readers who go by manifests/ never see an uncommitted object: even right after a crash. */
 async function assertManifestsCommitted(pipeline: Pipeline): Promise<void> {
-  const lake = await readLake(s3, `${pipeline.name}/`);
+  const lake = await readLake(local.s3, `${pipeline.name}/`);
   const report = await status(pipeline);
   const stored = report.checkpoint === null ? null : parseLsn(report.checkpoint);
   const dataKeys = new Set(lake.dataKeys);
@@ -88,7 +76,7 @@ async function assertManifestsCommitted(pipeline: Pipeline): Promise<void> {
 
 async function crashScenario(point: KillPoint, occurrence: number): Promise<void> {
   const pipeline = await createPipeline(
-    stack,
+    local.stack,
     `CREATE TABLE a (id serial PRIMARY KEY, round int, v text); CREATE TABLE b (id serial PRIMARY KEY, round int, v text);`,
     FAST_LEASE,
   );
@@ -132,7 +120,7 @@ async function crashScenario(point: KillPoint, occurrence: number): Promise<void
     // overwritten by an identical one: whatever it left must be found and removed.
     await cleanRun({ ...pipeline.env, SLOTLAKE_BATCH_MAX_ROWS: '1000', SLOTLAKE_OBJECT_MAX_BYTES: '1MiB' });
     await assertSlotAtCheckpoint(pipeline);
-    await assertExactlyOnce(s3, pipeline, reference, ['public.a', 'public.b']);
+    await assertExactlyOnce(local.s3, pipeline, reference, ['public.a', 'public.b']);
   } finally {
     await pipeline.close();
   }

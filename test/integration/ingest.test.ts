@@ -5,27 +5,15 @@
  * checkpoint after every run.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import type { S3Client } from '@aws-sdk/client-s3';
+import { describe, test } from 'node:test';
 import pg from 'pg';
-import { assertExactlyOnce, assertSlotAtCheckpoint, setup, testS3Client } from '../helpers/assertions.js';
+import { assertExactlyOnce, assertSlotAtCheckpoint, setup, useTestStack } from '../helpers/assertions.js';
 import { runCli } from '../helpers/cli.js';
 import type { ChangeRecord } from '../helpers/lake.js';
 import { createReferenceSlot } from '../helpers/reference.js';
-import { createPipeline, startTestStack, type TestStack } from '../helpers/stack.js';
+import { createPipeline } from '../helpers/stack.js';
 
-let stack: TestStack;
-let s3: S3Client;
-
-before(async () => {
-  stack = await startTestStack();
-  s3 = testS3Client(stack);
-});
-
-after(async () => {
-  s3?.destroy();
-  await stack?.stop();
-});
+const local = useTestStack();
 
 const KEY_FORMAT =
   /^p[^/]+\/data\/(\w+)\.(\w+)\/dt=\d{4}-\d{2}-\d{2}\/[0-9A-F]{16}-[0-9A-F]{16}(-\d{10})?\.jsonl\.gz$/;
@@ -33,7 +21,7 @@ const KEY_FORMAT =
 describe('slotlake run', () => {
   test('archives inserts, updates, deletes and truncates of every contract type exactly once, and resumes', async () => {
     const pipeline = await createPipeline(
-      stack,
+      local.stack,
       `CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
        CREATE TABLE kinds (
          id int PRIMARY KEY, b bool, i2 int2, i4 int4, i8 int8, o oid, f4 float4, f8 float8, n numeric, t text,
@@ -82,7 +70,7 @@ describe('slotlake run', () => {
       const checkpoint1 = await assertSlotAtCheckpoint(pipeline);
       assert.equal(summary.checkpoint, checkpoint1);
       const tables = ['public.kinds', 'public.accounts', 'public.audit'];
-      let lake = await assertExactlyOnce(s3, pipeline, referenceSlot, tables);
+      let lake = await assertExactlyOnce(local.s3, pipeline, referenceSlot, tables);
       for (const key of lake.dataKeys) assert.match(key, KEY_FORMAT);
       assert.ok(
         lake.manifestKeys.every((key) => /manifests\/[0-9A-F]{16}-[0-9A-F]{16}(-\d{10})?\.json$/.test(key)),
@@ -201,7 +189,7 @@ describe('slotlake run', () => {
       assert.equal(second.summary?.transactions, 2);
       const checkpoint2 = await assertSlotAtCheckpoint(pipeline);
       assert.notEqual(checkpoint2, checkpoint1);
-      lake = await assertExactlyOnce(s3, pipeline, referenceSlot, tables);
+      lake = await assertExactlyOnce(local.s3, pipeline, referenceSlot, tables);
     } finally {
       await pipeline.close();
     }
@@ -209,7 +197,7 @@ describe('slotlake run', () => {
 
   test('a 5 s budget under continuous writes returns in time; the next run archives the rest exactly once', async () => {
     const pipeline = await createPipeline(
-      stack,
+      local.stack,
       `CREATE TABLE ticks (id bigserial PRIMARY KEY, payload text, at timestamptz DEFAULT now());`,
     );
     try {
@@ -243,7 +231,7 @@ describe('slotlake run', () => {
       const rest = await runCli(['run', '--until-caught-up'], pipeline.env);
       assert.equal(rest.code, 0, rest.stderr);
       await assertSlotAtCheckpoint(pipeline);
-      await assertExactlyOnce(s3, pipeline, referenceSlot, ['public.ticks']);
+      await assertExactlyOnce(local.s3, pipeline, referenceSlot, ['public.ticks']);
     } finally {
       await pipeline.close();
     }

@@ -7,36 +7,24 @@
  *   writing anything twice.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import type { S3Client } from '@aws-sdk/client-s3';
+import { describe, test } from 'node:test';
 import {
   assertExactlyOnce,
   assertSlotAtCheckpoint,
   setup,
   status,
-  testS3Client,
+  useTestStack,
 } from '../helpers/assertions.js';
 import { runCli } from '../helpers/cli.js';
 import { readLake } from '../helpers/lake.js';
 import { createReferenceSlot } from '../helpers/reference.js';
-import { createPipeline, startTestStack, type TestStack } from '../helpers/stack.js';
+import { createPipeline } from '../helpers/stack.js';
 
-let stack: TestStack;
-let s3: S3Client;
-
-before(async () => {
-  stack = await startTestStack();
-  s3 = testS3Client(stack);
-});
-
-after(async () => {
-  s3?.destroy();
-  await stack?.stop();
-});
+const local = useTestStack();
 
 describe('overlapping runs', () => {
   test('runs started together: exactly one archives, the others report lease-held', async () => {
-    const pipeline = await createPipeline(stack, 'CREATE TABLE t (id serial PRIMARY KEY, v text);', {
+    const pipeline = await createPipeline(local.stack, 'CREATE TABLE t (id serial PRIMARY KEY, v text);', {
       SLOTLAKE_LEASE_DURATION: '10s',
     });
     try {
@@ -65,7 +53,7 @@ describe('overlapping runs', () => {
       }
       assert.equal(leaseHeld, 3 * 2 + 3 * 1);
       await assertSlotAtCheckpoint(pipeline);
-      await assertExactlyOnce(s3, pipeline, reference, ['public.t']);
+      await assertExactlyOnce(local.s3, pipeline, reference, ['public.t']);
     } finally {
       await pipeline.close();
     }
@@ -74,7 +62,7 @@ describe('overlapping runs', () => {
 
 describe('checkpoint vs slot', () => {
   test('a slot ahead of the checkpoint fails with both positions; trust-slot accepts the gap', async () => {
-    const pipeline = await createPipeline(stack, 'CREATE TABLE t (id serial PRIMARY KEY, v text);');
+    const pipeline = await createPipeline(local.stack, 'CREATE TABLE t (id serial PRIMARY KEY, v text);');
     try {
       await setup(pipeline);
       await pipeline.sql(`INSERT INTO t (v) VALUES ('archived')`);
@@ -103,7 +91,7 @@ describe('checkpoint vs slot', () => {
       assert.equal(trusted.code, 0, trusted.stderr);
       assert.match(trusted.stderr, /ahead of the checkpoint/);
       await assertSlotAtCheckpoint(pipeline);
-      const lake = await readLake(s3, `${pipeline.name}/`);
+      const lake = await readLake(local.s3, `${pipeline.name}/`);
       assert.deepEqual(
         lake.records.map((r) => r.record.after?.v),
         ['archived'],
@@ -115,7 +103,7 @@ describe('checkpoint vs slot', () => {
   });
 
   test('a slot behind the checkpoint is caught up; archived changes are skipped, not written again', async () => {
-    const pipeline = await createPipeline(stack, 'CREATE TABLE t (id serial PRIMARY KEY, v text);', {
+    const pipeline = await createPipeline(local.stack, 'CREATE TABLE t (id serial PRIMARY KEY, v text);', {
       SLOTLAKE_LEASE_DURATION: '2s',
     });
     try {
@@ -139,14 +127,14 @@ describe('checkpoint vs slot', () => {
       assert.equal(result.summary?.changes, 1, 'only the new change is written');
       assert.ok((result.summary?.skippedTransactions as number) >= 0);
       await assertSlotAtCheckpoint(pipeline);
-      await assertExactlyOnce(s3, pipeline, reference, ['public.t']);
+      await assertExactlyOnce(local.s3, pipeline, reference, ['public.t']);
     } finally {
       await pipeline.close();
     }
   });
 
   test('a missing slot with a checkpoint says so and how to recover', async () => {
-    const pipeline = await createPipeline(stack, 'CREATE TABLE t (id serial PRIMARY KEY, v text);');
+    const pipeline = await createPipeline(local.stack, 'CREATE TABLE t (id serial PRIMARY KEY, v text);');
     try {
       await setup(pipeline);
       await pipeline.sql(`INSERT INTO t (v) VALUES ('one')`);

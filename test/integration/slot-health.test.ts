@@ -3,8 +3,7 @@
  * is finished by later runs exactly once; unchanged TOASTed values are listed, never nulled.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import type { S3Client } from '@aws-sdk/client-s3';
+import { describe, test } from 'node:test';
 import pg from 'pg';
 import { lsnDistance, parseLsn } from '../../src/lsn.js';
 import {
@@ -12,34 +11,23 @@ import {
   assertSlotAtCheckpoint,
   setup,
   status,
-  testS3Client,
+  useTestStack,
 } from '../helpers/assertions.js';
 import { runCli } from '../helpers/cli.js';
 import { readLake } from '../helpers/lake.js';
 import { createReferenceSlot } from '../helpers/reference.js';
-import { createPipeline, startTestStack, type TestStack } from '../helpers/stack.js';
+import { createPipeline } from '../helpers/stack.js';
 
-let stack: TestStack;
-let s3: S3Client;
-
-before(async () => {
-  stack = await startTestStack();
-  s3 = testS3Client(stack);
-});
-
-after(async () => {
-  s3?.destroy();
-  await stack?.stop();
-});
+const local = useTestStack();
 
 describe('idle advance', () => {
   test('a filtered slot whose tables see no writes follows the WAL instead of pinning it', async () => {
     const pipeline = await createPipeline(
-      stack,
+      local.stack,
       'CREATE TABLE quiet (id int PRIMARY KEY); CREATE TABLE busy (id serial PRIMARY KEY, v text);',
       { SLOTLAKE_TABLES: 'public.quiet', SLOTLAKE_STATUS_INTERVAL: '1s' },
     );
-    const other = await stack.postgres.createDatabase(`${pipeline.name}_other`);
+    const other = await local.stack.postgres.createDatabase(`${pipeline.name}_other`);
     const otherClient = new pg.Client({ connectionString: other });
     await otherClient.connect();
     try {
@@ -97,7 +85,7 @@ describe('idle advance', () => {
 describe('a transaction larger than one run', () => {
   test('is cut by deadlines, resumed where it stopped, and archived exactly once', async () => {
     const pipeline = await createPipeline(
-      stack,
+      local.stack,
       'CREATE TABLE huge (id int PRIMARY KEY, v text); CREATE TABLE small (id serial PRIMARY KEY);',
       // the deadline, made deterministic: each run stops reading after 15,000 changes
       { SLOTLAKE_OBJECT_MAX_BYTES: '256KiB', SLOTLAKE_TEST_STOP_AFTER_CHANGES: '15000' },
@@ -131,7 +119,7 @@ describe('a transaction larger than one run', () => {
       const last = await runCli(['run', '--until-caught-up'], pipeline.env);
       assert.equal(last.code, 0, last.stderr);
       await assertSlotAtCheckpoint(pipeline);
-      const lake = await assertExactlyOnce(s3, pipeline, reference, ['public.huge', 'public.small']);
+      const lake = await assertExactlyOnce(local.s3, pipeline, reference, ['public.huge', 'public.small']);
       assert.ok(
         lake.dataKeys.some((key) => /-\d{10}\.jsonl\.gz$/.test(key)),
         'continued objects carry a part suffix',
@@ -149,7 +137,7 @@ describe('a transaction larger than one run', () => {
 describe('unchanged TOAST', () => {
   test('listed in unchanged_toast and omitted, never null; taken from the old row under REPLICA IDENTITY FULL', async () => {
     const pipeline = await createPipeline(
-      stack,
+      local.stack,
       `CREATE TABLE docs (id int PRIMARY KEY, body text, n int);
        CREATE TABLE docs_full (id int PRIMARY KEY, body text, n int);
        ALTER TABLE docs_full REPLICA IDENTITY FULL;
@@ -165,7 +153,7 @@ describe('unchanged TOAST', () => {
       await pipeline.sql(`UPDATE docs_full SET n = 1 WHERE id = 1`);
       const run = await runCli(['run', '--until-caught-up'], pipeline.env);
       assert.equal(run.code, 0, run.stderr);
-      const lake = await readLake(s3, `${pipeline.name}/`);
+      const lake = await readLake(local.s3, `${pipeline.name}/`);
       const body = ((await pipeline.sql(`SELECT body FROM docs WHERE id = 1`)).rows[0] as { body: string })
         .body;
       const update = lake.records.find((r) => r.record.source.table === 'docs' && r.record.op === 'u')!;

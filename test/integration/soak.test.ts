@@ -5,30 +5,18 @@
  * (SOAK_ROUNDS, SOAK_SEED to replay a sequence).
  */
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import type { S3Client } from '@aws-sdk/client-s3';
+import { test } from 'node:test';
 import pg from 'pg';
 import { KILL_POINTS } from '../../src/runtime/kill-points.js';
-import { assertExactlyOnce, assertSlotAtCheckpoint, setup, testS3Client } from '../helpers/assertions.js';
+import { assertExactlyOnce, assertSlotAtCheckpoint, setup, useTestStack } from '../helpers/assertions.js';
 import { runCli, type CliResult } from '../helpers/cli.js';
 import { createReferenceSlot } from '../helpers/reference.js';
-import { createPipeline, startTestStack, type TestStack } from '../helpers/stack.js';
+import { createPipeline } from '../helpers/stack.js';
 
 const ROUNDS = Number(process.env.SOAK_ROUNDS ?? '8');
 const SEED = Number(process.env.SOAK_SEED ?? Date.now() % 1_000_000);
 
-let stack: TestStack;
-let s3: S3Client;
-
-before(async () => {
-  stack = await startTestStack();
-  s3 = testS3Client(stack);
-});
-
-after(async () => {
-  s3?.destroy();
-  await stack?.stop();
-});
+const local = useTestStack();
 
 /** A small seeded PRNG (mulberry32), so a failing sequence can be replayed with SOAK_SEED. */
 function random(seed: number): () => number {
@@ -46,7 +34,7 @@ test(`soak: ${ROUNDS} rounds of short budgets, kills and overlaps under a write 
   const rand = random(SEED);
   const pick = <T>(items: readonly T[]): T => items[Math.floor(rand() * items.length)]!;
   const pipeline = await createPipeline(
-    stack,
+    local.stack,
     `CREATE TABLE orders (id serial PRIMARY KEY, status text, total numeric(10,2), note text);
      CREATE TABLE items (id serial PRIMARY KEY, order_id int, sku text);
      CREATE TABLE log (id serial PRIMARY KEY, line text);`,
@@ -154,7 +142,7 @@ test(`soak: ${ROUNDS} rounds of short budgets, kills and overlaps under a write 
     await assertSlotAtCheckpoint(pipeline);
     let lake;
     try {
-      lake = await assertExactlyOnce(s3, pipeline, reference, [
+      lake = await assertExactlyOnce(local.s3, pipeline, reference, [
         'public.orders',
         'public.items',
         'public.log',
@@ -162,7 +150,7 @@ test(`soak: ${ROUNDS} rounds of short budgets, kills and overlaps under a write 
     } catch (error) {
       const { execSync } = await import('node:child_process');
       const files = execSync(
-        `cd ${stack.dir}/s3 && find . -type f | sed -E 's/\\._S3rver_(object|object\\.md5|metadata\\.json)$//' | sort | uniq -c | grep -v ' 3 ' | head -40; find . -type f | wc -l`,
+        `cd ${local.stack.dir}/s3 && find . -type f | sed -E 's/\\._S3rver_(object|object\\.md5|metadata\\.json)$//' | sort | uniq -c | grep -v ' 3 ' | head -40; find . -type f | wc -l`,
       ).toString();
       throw new Error(
         `${(error as Error).message}
