@@ -25,13 +25,14 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { classify, SlotlakeError } from '../errors.js';
 import { formatLsn, lsnKey, parseLsn } from '../lsn.js';
-import type {
-  Acquisition,
-  Checkpoint,
-  CheckpointStore,
-  CheckpointUpdate,
-  Lease,
-  PendingManifest,
+import {
+  leaseLostError,
+  type Acquisition,
+  type Checkpoint,
+  type CheckpointStore,
+  type CheckpointUpdate,
+  type Lease,
+  type PendingManifest,
 } from './store.js';
 
 export function createDynamoClient(): DynamoDBClient {
@@ -49,14 +50,6 @@ const HOLDS_LEASE = 'leaseOwner = :owner AND fence = :fence';
 
 function leaseValues(lease: Lease): Item {
   return { ':owner': { S: lease.owner }, ':fence': { N: String(lease.fence) } };
-}
-
-function leaseLost(pipeline: string, cause?: unknown): SlotlakeError {
-  return new SlotlakeError(`this run no longer holds the lease of pipeline ${pipeline}`, {
-    kind: 'lease-lost',
-    hint: 'another run took over the pipeline (or the lease expired); this run stopped and acknowledged nothing more',
-    cause,
-  });
 }
 
 export class DynamoCheckpointStore implements CheckpointStore {
@@ -145,7 +138,7 @@ export class DynamoCheckpointStore implements CheckpointStore {
       );
       return result.Attributes ?? {};
     } catch (error) {
-      if (error instanceof ConditionalCheckFailedException) throw leaseLost(this.pipeline, error);
+      if (error instanceof ConditionalCheckFailedException) throw leaseLostError(this.pipeline, error);
       throw classify(error, `${what} in DynamoDB table ${this.table}`);
     }
   }
@@ -242,7 +235,7 @@ export class DynamoCheckpointStore implements CheckpointStore {
       if (error instanceof ConditionalCheckFailedException) {
         const item = await this.getItem();
         if (item?.leaseOwner?.S !== lease.owner || Number(item?.fence?.N) !== lease.fence)
-          throw leaseLost(this.pipeline, error);
+          throw leaseLostError(this.pipeline, error);
         // An earlier attempt of this same logical write may have taken effect (its response lost).
         const stored = item ? checkpointOf(item) : null;
         if (

@@ -1,20 +1,14 @@
 /** An in-memory CheckpointStore with the same conditional semantics as DynamoDB's, for fast tests. */
 import { SlotlakeError } from '../errors.js';
-import type {
-  Acquisition,
-  Checkpoint,
-  CheckpointStore,
-  CheckpointUpdate,
-  Lease,
-  PendingManifest,
+import {
+  leaseLostError,
+  type Acquisition,
+  type Checkpoint,
+  type CheckpointStore,
+  type CheckpointUpdate,
+  type Lease,
+  type PendingManifest,
 } from './store.js';
-
-function leaseLost(): SlotlakeError {
-  return new SlotlakeError('this run no longer holds the pipeline lease', {
-    kind: 'lease-lost',
-    hint: 'another run took over the pipeline; this run stopped without acknowledging anything more',
-  });
-}
 
 export class MemoryCheckpointStore implements CheckpointStore {
   current: Checkpoint | null = null;
@@ -45,7 +39,7 @@ export class MemoryCheckpointStore implements CheckpointStore {
 
   private check(lease: Lease): void {
     if (!this.lease || this.lease.owner !== lease.owner || this.lease.fence !== lease.fence)
-      throw leaseLost();
+      throw leaseLostError('in memory');
   }
 
   async renew(lease: Lease, durationMs: number, nowMs: number): Promise<Lease> {

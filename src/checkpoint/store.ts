@@ -18,6 +18,7 @@
  *   checkpoint and the manifest upload never leaves a committed batch without its manifest.
  * `version` grows with every checkpoint write; writes are conditional on the version read before.
  */
+import { SlotlakeError } from '../errors.js';
 import type { Lsn } from '../lsn.js';
 
 export interface PartialTransaction {
@@ -92,4 +93,13 @@ export interface CheckpointStore {
    * Safe to retry: a write that took effect although its response was lost is recognised as ours.
    */
   write(update: CheckpointUpdate, expectedVersion: number | null, lease: Lease): Promise<Checkpoint>;
+}
+
+/** The error every store raises when a write finds the lease held by someone else. */
+export function leaseLostError(pipeline: string, cause?: unknown): SlotlakeError {
+  return new SlotlakeError(`this run no longer holds the lease of pipeline ${pipeline}`, {
+    kind: 'lease-lost',
+    hint: 'another run took over the pipeline (or the lease expired); this run stopped and acknowledged nothing more',
+    cause,
+  });
 }

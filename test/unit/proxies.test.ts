@@ -3,8 +3,7 @@
  * HTTP fault proxy (between the AWS SDK and s3rver / dynalite). Everything runs in-process on loopback.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,7 +17,7 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { GetObjectCommand, PutObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import type { LocalDynamo, LocalS3 } from '../../src/devstack/aws.js';
+import { startLocalDynamo, startLocalS3, type LocalDynamo, type LocalS3 } from '../../src/devstack/aws.js';
 import { classify } from '../../src/errors.js';
 import {
   dynamoError,
@@ -32,39 +31,6 @@ import {
   type HttpFaultProxy,
 } from '../helpers/http-fault-proxy.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
-
-const require = createRequire(import.meta.url);
-
-// s3rver and dynalite as in src/devstack/aws.ts, but listening on port 0 rather than on a freePort() that
-// another process may take before the server binds (unit test files run in parallel; s3rver then hangs
-// in run() because it never rejects on EADDRINUSE).
-async function startS3rver(directory: string, buckets: string[]): Promise<LocalS3> {
-  mkdirSync(directory, { recursive: true });
-  const S3rver = require('s3rver') as new (options: Record<string, unknown>) => {
-    run(): Promise<{ port: number }>;
-    close(): Promise<void>;
-  };
-  const server = new S3rver({
-    port: 0,
-    address: '127.0.0.1',
-    silent: true,
-    directory,
-    allowMismatchedSignatures: true,
-    configureBuckets: buckets.map((name) => ({ name, configs: [] })),
-  });
-  const { port } = await server.run();
-  return { endpoint: `http://127.0.0.1:${port}`, directory, stop: () => server.close() };
-}
-
-async function startDynalite(): Promise<LocalDynamo> {
-  const dynalite = require('dynalite') as (options: Record<string, unknown>) => Server;
-  const server = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
-  const port = await listen(server);
-  return {
-    endpoint: `http://127.0.0.1:${port}`,
-    stop: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
-}
 
 async function waitFor(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
   const start = Date.now();
@@ -366,8 +332,8 @@ describe('http fault proxy in front of s3rver and dynalite, with the AWS SDK', {
       const dir = mkdtempSync(join(tmpdir(), 'slotlake-proxies-'));
       cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
       [s3, dynamo] = await Promise.all([
-        started(startS3rver(join(dir, 's3'), [BUCKET]), (server) => server.stop()),
-        started(startDynalite(), (server) => server.stop()),
+        started(startLocalS3(join(dir, 's3'), [BUCKET]), (server) => server.stop()),
+        started(startLocalDynamo(), (server) => server.stop()),
       ]);
       [s3Proxy, dynamoProxy] = await Promise.all([
         started(startHttpFaultProxy({ target: s3.endpoint }), (proxy) => proxy.stop()),
