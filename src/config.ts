@@ -9,7 +9,7 @@
  */
 import { z } from 'zod';
 import { SlotlakeError } from './errors.js';
-import { parseKillSpec, type KillPoint } from './runtime/kill-points.js';
+import { parseKillSpec, type KillPoint } from './support/kill-points.js';
 
 export type Plugin = 'pgoutput' | 'wal2json';
 export type OutputFormat = 'jsonl' | 'parquet';

@@ -1,12 +1,18 @@
 /**
  * One error family for the whole tool.
  *
- * Every failure that leaves a module is a `SlotlakeError` with a `kind` (what went wrong, in
- * operator terms), a `retryable` flag (may the same step succeed if tried again soon?) and a
- * `hint` (what the operator should do). `classify()` turns anything thrown — pg errors with
- * SQLSTATE codes, AWS SDK service errors, socket errors — into that shape; every retry loop asks
- * it and nothing else whether to try again.
+ * Every failure that leaves a module is a `SlotlakeError` with a `kind` (what went wrong, in operator
+ * terms), a `retryable` flag (may the same step succeed if tried again soon?), a `hint` (what the operator
+ * should do) and an `origin` (which system the failing call talked to: the source database, the object
+ * store, the checkpoint store). The origin is set where the call is made — the caller knows whom it
+ * called — and never guessed from a message: a bucket named `acme-postgres-lake` must not turn an S3
+ * reset into "the Postgres connection dropped". `classify()` turns anything thrown — pg errors with
+ * SQLSTATE codes, AWS SDK service errors, socket errors — into that shape by their types and codes; every
+ * retry loop asks it and nothing else whether to try again.
  */
+
+/** Which system a failing call talked to. */
+export type ErrorOrigin = 'source' | 'object-store' | 'checkpoint-store';
 
 export type ErrorKind =
   | 'config' // bad or unknown settings
@@ -27,9 +33,13 @@ export type ErrorKind =
   | 'aws-auth' // missing or invalid AWS credentials
   | 'access-denied' // IAM says no
   | 'aws-transient' // throttling, 5xx, timeouts
+  | 'network' // a socket failed on a call whose origin was not given
   | 'checkpoint-conflict' // the checkpoint moved under us (another run)
   | 'lease-lost'
   | 'huge-row' // a row larger than the archive can hold in one record
+  | 'flush-timeout' // the final flush could not finish before the deadline
+  | 'source-changed' // the checkpoint was made on another database system, database or slot
+  | 'aborted' // a call was cancelled by the run itself (deadline, fence)
   | 'internal';
 
 export interface SlotlakeErrorOptions {
@@ -37,6 +47,7 @@ export interface SlotlakeErrorOptions {
   retryable?: boolean;
   hint?: string;
   cause?: unknown;
+  origin?: ErrorOrigin;
 }
 
 export class SlotlakeError extends Error {
@@ -44,12 +55,20 @@ export class SlotlakeError extends Error {
   readonly kind: ErrorKind;
   readonly retryable: boolean;
   readonly hint: string | undefined;
+  /** The system the failing call talked to, when it talked to one. */
+  readonly origin: ErrorOrigin | undefined;
 
   constructor(message: string, options: SlotlakeErrorOptions) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.kind = options.kind;
     this.retryable = options.retryable ?? false;
     this.hint = options.hint;
+    this.origin = options.origin;
+  }
+
+  /** True for a dropped or failed connection to the source database (the one case a run reconnects for). */
+  get isSourceConnectionLoss(): boolean {
+    return this.kind === 'source-connection-lost' && this.origin === 'source';
   }
 
   /** The single human-readable line printed when a run fails. */
@@ -117,49 +136,79 @@ function messageOf(error: unknown): string {
   return String(error);
 }
 
+/** Where a failing call was made: whom it talked to, and what it was doing (for the message). */
+export interface CallSite {
+  readonly origin?: ErrorOrigin;
+  readonly what?: string;
+}
+
 /**
  * Maps anything thrown to a SlotlakeError. Already-classified errors pass through unchanged.
- * `context` names the step, so the message says where it happened.
+ * `site.origin` says which system the call talked to; `site.what` names the step for the message.
+ * Decisions are made on types and codes only (SQLSTATE, errno, AWS error name and status), never on text.
  */
-export function classify(error: unknown, context?: string): SlotlakeError {
+export function classify(error: unknown, site: CallSite = {}): SlotlakeError {
   if (error instanceof SlotlakeError) return error;
-  const where = context ? `${context}: ` : '';
-  const message = messageOf(error);
+  const origin = site.origin;
+  const where = site.what ? `${site.what}: ` : '';
+  const message = `${where}${messageOf(error)}`;
   const pg = error as PgLikeError;
   const aws = error as AwsLikeError;
   const code = typeof pg?.code === 'string' ? pg.code : undefined;
 
   // Socket errno codes before SQLSTATEs: EPIPE has a SQLSTATE's shape (5 upper-case characters).
   if (code && NETWORK_CODES.has(code)) {
-    return new SlotlakeError(`${where}${message}`, {
-      kind: context?.includes('postgres') ? 'source-connection-lost' : 'aws-transient',
+    return new SlotlakeError(message, {
+      kind:
+        origin === 'source' ? 'source-connection-lost' : origin === undefined ? 'network' : 'aws-transient',
       retryable: true,
       cause: error,
-      hint: 'a network connection failed; slotlake retries within the time budget',
+      origin,
+      hint:
+        origin === 'source'
+          ? 'the Postgres connection failed; slotlake reconnects from the checkpoint within the time budget'
+          : 'a network connection failed; slotlake retries within the time budget',
     });
   }
-  if (code && /^[0-9A-Z]{5}$/.test(code)) {
-    return classifyPg(code, `${where}${message}`, error);
-  }
-  const awsName = aws?.name ?? aws?.Code;
-  const status = aws?.$metadata?.httpStatusCode;
-  if (awsName !== undefined && (status !== undefined || aws?.$metadata !== undefined)) {
-    return classifyAws(awsName, status, `${where}${message}`, error, aws.$retryable?.throttling === true);
-  }
-  if (/Connection terminated|connection.*(closed|ended|lost)|socket hang up/i.test(message)) {
-    return new SlotlakeError(`${where}${message}`, {
+  if (origin === 'source') {
+    // pg reports server errors as DatabaseError with a SQLSTATE; anything else from a source call is the
+    // connection itself failing (closed, terminated, reset, timed out).
+    if (code && /^[0-9A-Z]{5}$/.test(code)) return classifyPg(code, message, error);
+    return new SlotlakeError(message, {
       kind: 'source-connection-lost',
       retryable: true,
       cause: error,
+      origin,
       hint: 'the Postgres connection dropped; the next attempt resumes from the checkpoint',
     });
   }
-  return new SlotlakeError(`${where}${message}`, { kind: 'internal', cause: error });
+  const awsName = aws?.name ?? aws?.Code;
+  if (awsName !== undefined && aws?.$metadata !== undefined) {
+    return classifyAws(
+      awsName,
+      aws.$metadata.httpStatusCode,
+      message,
+      error,
+      aws.$retryable?.throttling === true,
+      origin,
+    );
+  }
+  if (origin !== undefined && awsName === 'TimeoutError') {
+    return new SlotlakeError(message, {
+      kind: 'aws-transient',
+      retryable: true,
+      cause: error,
+      origin,
+      hint: 'an AWS request timed out; retried within the time budget',
+    });
+  }
+  if (origin === undefined && code && /^[0-9A-Z]{5}$/.test(code)) return classifyPg(code, message, error);
+  return new SlotlakeError(message, { kind: 'internal', cause: error, ...(origin ? { origin } : {}) });
 }
 
 function classifyPg(code: string, message: string, cause: unknown): SlotlakeError {
   const make = (kind: ErrorKind, hint: string, retryable = false) =>
-    new SlotlakeError(message, { kind, hint, retryable, cause });
+    new SlotlakeError(message, { kind, hint, retryable, cause, origin: 'source' });
   if (code === '28P01' || code === '28000')
     return make('source-auth', 'check DATABASE_URL / PGUSER / PGPASSWORD and pg_hba.conf');
   if (code === '42501')
@@ -169,23 +218,8 @@ function classifyPg(code: string, message: string, cause: unknown): SlotlakeErro
     );
   if (code === '55006')
     return make('slot-in-use', 'another process is streaming from this slot; wait for it or stop it', true);
-  if (code === '42704' && /replication slot/i.test(message))
-    return make('slot-missing', 'run `slotlake setup` to create the slot, or set SLOTLAKE_SLOT');
-  if (code === '42704' && /publication/i.test(message))
-    return make(
-      'publication-missing',
-      'run `slotlake setup` to create the publication, or set SLOTLAKE_PUBLICATION',
-    );
-  if (code === '55000' && /wal_level/i.test(message))
-    return make(
-      'source-wal-level',
-      'set wal_level = logical (rds.logical_replication = 1 on RDS) and restart',
-    );
-  if (code === '55000' && /(invalidated|can no longer get changes|lost)/i.test(message))
-    return make(
-      'slot-invalid',
-      'the slot was invalidated (WAL removed, max_slot_wal_keep_size); recreate it and re-snapshot the tables',
-    );
+  // 42704 (undefined object) and 55000 (object not in prerequisite state) name no object by code: the call
+  // sites that can meet them (START_REPLICATION, setup) check the catalog and raise the precise error.
   if (code === '3D000')
     return make('source-unreachable', 'the database does not exist; check DATABASE_URL / PGDATABASE');
   if (code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03')
@@ -205,9 +239,16 @@ function classifyAws(
   message: string,
   cause: unknown,
   throttling: boolean,
+  origin: ErrorOrigin | undefined,
 ): SlotlakeError {
   const make = (kind: ErrorKind, hint: string, retryable = false) =>
-    new SlotlakeError(`${message} (${name}${status ? ` ${status}` : ''})`, { kind, hint, retryable, cause });
+    new SlotlakeError(`${message} (${name}${status ? ` ${status}` : ''})`, {
+      kind,
+      hint,
+      retryable,
+      cause,
+      ...(origin ? { origin } : {}),
+    });
   if (name === 'NoSuchBucket')
     return make('bucket-missing', 'create the bucket (`slotlake setup`) or fix SLOTLAKE_BUCKET');
   if (name === 'ResourceNotFoundException')
@@ -228,7 +269,9 @@ function classifyAws(
   if (name === 'AccessDenied' || name === 'AccessDeniedException' || name === 'Forbidden' || status === 403)
     return make(
       'access-denied',
-      'the IAM role lacks permission on the bucket or table; see serverless.yml for the policy',
+      origin === 'checkpoint-store'
+        ? 'the IAM role lacks permission on the DynamoDB table; see serverless.yml for the policy'
+        : 'the IAM role lacks permission on the bucket or table; see serverless.yml for the policy',
     );
   if (name === 'ConditionalCheckFailedException')
     return make('checkpoint-conflict', 'the checkpoint changed under this run: another run is active');

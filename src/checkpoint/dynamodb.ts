@@ -70,7 +70,10 @@ export class DynamoCheckpointStore implements CheckpointStore {
       );
       return result.Item;
     } catch (error) {
-      throw classify(error, `reading the checkpoint from DynamoDB table ${this.table}`);
+      throw classify(error, {
+        origin: 'checkpoint-store',
+        what: `reading the checkpoint from DynamoDB table ${this.table}`,
+      });
     }
   }
 
@@ -120,7 +123,10 @@ export class DynamoCheckpointStore implements CheckpointStore {
           expiresAtMs: item?.leaseExpiresAt?.N === undefined ? undefined : Number(item.leaseExpiresAt.N),
         };
       }
-      throw classify(error, `acquiring the lease in DynamoDB table ${this.table}`);
+      throw classify(error, {
+        origin: 'checkpoint-store',
+        what: `acquiring the lease in DynamoDB table ${this.table}`,
+      });
     }
   }
 
@@ -139,7 +145,7 @@ export class DynamoCheckpointStore implements CheckpointStore {
       return result.Attributes ?? {};
     } catch (error) {
       if (error instanceof ConditionalCheckFailedException) throw leaseLostError(this.pipeline, error);
-      throw classify(error, `${what} in DynamoDB table ${this.table}`);
+      throw classify(error, { origin: 'checkpoint-store', what: `${what} in DynamoDB table ${this.table}` });
     }
   }
 
@@ -258,7 +264,10 @@ export class DynamoCheckpointStore implements CheckpointStore {
         );
       }
       this.pendingWriteIds.add(writeId);
-      throw classify(error, `writing the checkpoint to DynamoDB table ${this.table}`);
+      throw classify(error, {
+        origin: 'checkpoint-store',
+        what: `writing the checkpoint to DynamoDB table ${this.table}`,
+      });
     }
   }
 
@@ -307,7 +316,7 @@ export async function ensureCheckpointTable(
     return 'exists';
   } catch (error) {
     if (!(error instanceof ResourceNotFoundException))
-      throw classify(error, `describing DynamoDB table ${table}`);
+      throw classify(error, { origin: 'checkpoint-store', what: `describing DynamoDB table ${table}` });
   }
   try {
     await client.send(
@@ -320,7 +329,7 @@ export async function ensureCheckpointTable(
     );
     await waitUntilTableExists({ client, maxWaitTime: 120, minDelay: 1, maxDelay: 5 }, { TableName: table });
   } catch (error) {
-    throw classify(error, `creating DynamoDB table ${table}`);
+    throw classify(error, { origin: 'checkpoint-store', what: `creating DynamoDB table ${table}` });
   }
   return 'created';
 }

@@ -13,7 +13,7 @@ import { GetObjectCommand, ListObjectsCommand } from '@aws-sdk/client-s3';
 import pg from 'pg';
 import { loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
-import { Deadline, systemClock } from '../runtime/deadline.js';
+import { Deadline, systemClock } from '../support/deadline.js';
 import { createS3Client } from '../sink/s3.js';
 import { performRun, performSetup } from '../entrypoints/app.js';
 import { startLocalStack } from './stack.js';

@@ -8,7 +8,7 @@ import { formatLsn } from '../lsn.js';
 import type { Logger } from '../log.js';
 import { readSlot, setupSource, withSourceClient } from '../replication/source.js';
 import { createS3Client, S3Archive } from '../sink/s3.js';
-import type { Deadline } from '../runtime/deadline.js';
+import type { Deadline } from '../support/deadline.js';
 import { runIngest, type RunSummary } from '../runtime/ingest.js';
 import { publishRunMetrics } from '../runtime/metrics.js';
 

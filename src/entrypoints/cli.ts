@@ -9,7 +9,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { loadConfig, parseDuration, type Config } from '../config.js';
 import { classify } from '../errors.js';
 import { createLogger } from '../log.js';
-import { Deadline, systemClock } from '../runtime/deadline.js';
+import { Deadline, systemClock } from '../support/deadline.js';
 import { performRun, performSetup, readStatus } from './app.js';
 
 /** When the process started, on the one clock: budgets count from here. */

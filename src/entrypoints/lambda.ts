@@ -10,7 +10,7 @@ import type { Context } from 'aws-lambda';
 import { loadConfig } from '../config.js';
 import { classify } from '../errors.js';
 import { createLogger } from '../log.js';
-import { Deadline, systemClock } from '../runtime/deadline.js';
+import { Deadline, systemClock } from '../support/deadline.js';
 import type { RunSummary } from '../runtime/ingest.js';
 import { performRun } from './app.js';
 

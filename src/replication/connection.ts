@@ -20,7 +20,7 @@ import pg from 'pg';
 import { classify, SlotlakeError } from '../errors.js';
 import { formatLsn, maxLsn, parseLsn, ZERO_LSN, type Lsn } from '../lsn.js';
 import { decodeServerFrame, encodeStandbyStatus, type ServerFrame } from '../protocol/frames.js';
-import { systemClock, type Clock } from '../runtime/deadline.js';
+import { systemClock, type Clock } from '../support/deadline.js';
 
 /** Session settings that fix how the server prints values (see decoding/values.ts). */
 export const SESSION_OPTIONS =
@@ -111,7 +111,7 @@ export class ReplicationConnection {
       await client.connect();
     } catch (error) {
       await client.end().catch(() => undefined);
-      throw classify(error, 'connecting to postgres (replication)');
+      throw classify(error, { origin: 'source', what: 'connecting to postgres (replication)' });
     }
     return new ReplicationConnection(client);
   }
@@ -204,7 +204,8 @@ export class ReplicationStream {
       },
       (error: unknown) => {
         this.ended = true;
-        if (!this.stopping || !this.failure) this.failure = classify(error, 'postgres replication stream');
+        if (!this.stopping || !this.failure)
+          this.failure = classify(error, { origin: 'source', what: 'postgres replication stream' });
         this.wake();
       },
     );
@@ -236,7 +237,7 @@ export class ReplicationStream {
       // allocation per change, which kept ~2× the payload alive and fragmented the malloc heap).
       frame = decodeServerFrame(Buffer.from(chunk));
     } catch (error) {
-      this.failure = classify(error);
+      this.failure = classify(error, { what: 'decoding a replication frame' });
       internals(this.client).connection.stream.destroy();
       this.wake();
       return;

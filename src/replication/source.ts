@@ -44,7 +44,7 @@ export async function openSourceClient(settings: ConnectionSettings): Promise<pg
     await client.connect();
   } catch (error) {
     await client.end().catch(() => undefined);
-    throw classify(error, 'connecting to postgres');
+    throw classify(error, { origin: 'source', what: 'connecting to postgres' });
   }
   return client;
 }
@@ -57,7 +57,7 @@ export async function withSourceClient<T>(
   try {
     return await use(client);
   } catch (error) {
-    throw classify(error, 'postgres');
+    throw classify(error, { origin: 'source', what: 'postgres' });
   } finally {
     await client.end().catch(() => undefined);
   }
@@ -221,7 +221,7 @@ export async function setupSource(
     const consistentPoint = await connection.createSlot(want.slot, want.plugin);
     return { publication: publicationState, slot: 'created', slotLsn: consistentPoint };
   } catch (error) {
-    throw classify(error, 'creating the replication slot');
+    throw classify(error, { origin: 'source', what: 'creating the replication slot' });
   } finally {
     await connection.close();
   }

@@ -29,9 +29,9 @@ import type {
 import type { ArchivedObject, BatchWriter, UploadMeter } from '../sink/batch.js';
 import type { S3Archive } from '../sink/s3.js';
 import type { Logger } from '../log.js';
-import type { Deadline } from './deadline.js';
-import { killPoint } from './kill-points.js';
-import { withRetry } from './retry.js';
+import type { Deadline } from '../support/deadline.js';
+import { killPoint } from '../support/kill-points.js';
+import { withRetry } from '../support/retry.js';
 
 export interface DurablePosition {
   /** Everything committed before this LSN is archived (the checkpoint and the ack). */
@@ -83,6 +83,7 @@ export async function writePendingManifest(
 ): Promise<void> {
   await withRetry(() => archive.putText(manifest.key, manifest.body, 'application/json'), {
     what: `writing manifest ${manifest.key}`,
+    origin: 'object-store',
     deadline,
   });
 }
@@ -177,7 +178,7 @@ export class CommitSequence {
             expected,
             this.context.lease(),
           ),
-        { what: 'writing the checkpoint', deadline },
+        { what: 'writing the checkpoint', origin: 'checkpoint-store', deadline },
       );
       this.checkpointLatencyMs =
         this.checkpointLatencyMs * 0.5 + (performance.now() - checkpointStarted) * 0.5;

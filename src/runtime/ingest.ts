@@ -38,10 +38,10 @@ import { checkSource, openSourceClient, readSlot, type SlotState } from '../repl
 import { BatchWriter, UploadMeter } from '../sink/batch.js';
 import { S3Archive } from '../sink/s3.js';
 import { CommitSequence, writePendingManifest, type DurablePosition } from './commit.js';
-import { systemClock, type Clock, type Deadline } from './deadline.js';
-import { armKillPoint, killPoint } from './kill-points.js';
+import { systemClock, type Clock, type Deadline } from '../support/deadline.js';
+import { armKillPoint, killPoint } from '../support/kill-points.js';
 import { LeaseKeeper } from './lease.js';
-import { withRetry } from './retry.js';
+import { withRetry } from '../support/retry.js';
 
 export type StopReason = 'deadline' | 'caught-up' | 'signal' | 'lease-held' | 'idle';
 
@@ -216,12 +216,16 @@ class IngestRun {
   async run(): Promise<RunSummary> {
     const { config, logger, deadline } = this;
     armKillPoint(config.killAt);
-    await withRetry(() => this.archive.checkBucket(), { what: 'checking the S3 bucket', deadline });
+    await withRetry(() => this.archive.checkBucket(), {
+      what: 'checking the S3 bucket',
+      origin: 'object-store',
+      deadline,
+    });
 
     // The lease: one run per pipeline.
     const acquisition = await withRetry(
       () => this.options.store.acquire(this.runId, config.leaseDurationMs, this.clock.nowMs()),
-      { what: 'acquiring the pipeline lease', deadline },
+      { what: 'acquiring the pipeline lease', origin: 'checkpoint-store', deadline },
     );
     if (!acquisition.acquired) {
       logger.info('another run holds this pipeline; nothing to do', {
@@ -257,6 +261,7 @@ class IngestRun {
 
       const source = await withRetry(() => openSourceClient(this.connection), {
         what: 'connecting to postgres',
+        origin: 'source',
         deadline,
       });
       try {
@@ -265,7 +270,7 @@ class IngestRun {
           publication: config.publication,
           plugin: config.plugin,
         }).catch((error: unknown) => {
-          throw classify(error, 'checking the source database');
+          throw classify(error, { origin: 'source', what: 'checking the source database' });
         });
         if (slot.active) {
           logger.info('the slot is streaming to another process; leaving this run to it', {
@@ -369,6 +374,7 @@ class IngestRun {
     for (const key of keys) {
       await withRetry(() => this.archive.deleteKey(key), {
         what: `deleting ${key}`,
+        origin: 'object-store',
         deadline: this.deadline,
       });
       deleted++;
@@ -376,6 +382,7 @@ class IngestRun {
     }
     await withRetry(() => this.options.store.clearIntent(this.lease), {
       what: 'clearing the intent',
+      origin: 'checkpoint-store',
       deadline: this.deadline,
     });
     this.summary.recoveredObjects += deleted;
@@ -425,10 +432,9 @@ class IngestRun {
         this.summary.stopReason = await this.streamSession(commits, resume);
         return;
       } catch (error) {
-        const classified = classify(error, 'streaming');
+        const classified = classify(error, { what: 'streaming' });
         const canRetry =
-          (classified.kind === 'source-connection-lost' ||
-            (attempt > 0 && classified.kind === 'slot-in-use')) &&
+          (classified.isSourceConnectionLoss || (attempt > 0 && classified.kind === 'slot-in-use')) &&
           !this.leaseLost &&
           attempt < this.config.reconnectAttempts &&
           this.deadline.usableMs() > 3_000 &&
@@ -452,6 +458,7 @@ class IngestRun {
     const statusIntervalMs = this.statusIntervalMs;
     const replication = await withRetry(() => ReplicationConnection.open(this.connection), {
       what: 'opening the replication connection',
+      origin: 'source',
       deadline,
     });
     let batch = this.newBatch();
@@ -747,9 +754,9 @@ class IngestRun {
       await stream.stop();
       return stopReason;
     } catch (error) {
-      const classified = classify(error, 'run');
+      const classified = classify(error, { what: 'run' });
       stream?.abandon();
-      if (classified.kind === 'source-connection-lost' && !this.leaseLost) {
+      if (classified.isSourceConnectionLoss && !this.leaseLost) {
         // The run may reconnect: the uncommitted batch is re-read from the checkpoint, so whatever of it
         // reached S3 must go first (its keys are in the intent).
         await this.abandonBatch(batch);
@@ -784,6 +791,7 @@ class IngestRun {
         registerIntent: (keys) =>
           withRetry(() => this.options.store.recordIntent(this.lease, keys), {
             what: 'recording the intent',
+            origin: 'checkpoint-store',
             deadline: this.deadline,
           }),
       },

@@ -9,8 +9,8 @@
 import type { CheckpointStore, Lease } from '../checkpoint/store.js';
 import { SlotlakeError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { Clock } from './deadline.js';
-import { withRetry } from './retry.js';
+import type { Clock } from '../support/deadline.js';
+import { withRetry } from '../support/retry.js';
 
 export class LeaseKeeper {
   private timer: NodeJS.Timeout | undefined;
@@ -47,11 +47,7 @@ export class LeaseKeeper {
         const expiresAtMs = this.current.expiresAtMs;
         this.current = await withRetry(
           () => this.store.renew(this.current, this.durationMs, this.clock.nowMs()),
-          {
-            what: 'renewing the lease',
-            maxAttempts: 4,
-            baseDelayMs: 100,
-          },
+          { what: 'renewing the lease', origin: 'checkpoint-store', maxAttempts: 4, baseDelayMs: 100 },
         );
         if (this.clock.nowMs() > expiresAtMs) throw new Error('the lease expired before it could be renewed');
       } catch (error) {

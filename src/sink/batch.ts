@@ -15,9 +15,9 @@ import { mkdirSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { lsnKey, type Lsn } from '../lsn.js';
-import type { Deadline } from '../runtime/deadline.js';
-import { killPoint } from '../runtime/kill-points.js';
-import { withRetry } from '../runtime/retry.js';
+import type { Deadline } from '../support/deadline.js';
+import { killPoint } from '../support/kill-points.js';
+import { withRetry } from '../support/retry.js';
 import type { S3Archive } from './s3.js';
 import { SpooledObject, type SpoolIdentity } from './spool.js';
 
@@ -217,6 +217,7 @@ export class BatchWriter {
       const started = performance.now();
       await withRetry(() => this.options.archive.uploadFile(object.path, key, bytes, 'application/gzip'), {
         what: `uploading ${key}`,
+        origin: 'object-store',
         ...(this.options.deadline ? { deadline: this.options.deadline } : {}),
       });
       killPoint('mid-upload');

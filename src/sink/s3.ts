@@ -71,7 +71,7 @@ export class S3Archive {
       await upload.done();
       return { key, bytes };
     } catch (error) {
-      throw classify(error, `uploading s3://${this.bucket}/${key}`);
+      throw classify(error, { origin: 'object-store', what: `uploading s3://${this.bucket}/${key}` });
     }
   }
 
@@ -81,7 +81,7 @@ export class S3Archive {
         new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentType: contentType }),
       );
     } catch (error) {
-      throw classify(error, `writing s3://${this.bucket}/${key}`);
+      throw classify(error, { origin: 'object-store', what: `writing s3://${this.bucket}/${key}` });
     }
   }
 
@@ -90,7 +90,7 @@ export class S3Archive {
     try {
       await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
     } catch (error) {
-      throw classify(error, `deleting s3://${this.bucket}/${key}`);
+      throw classify(error, { origin: 'object-store', what: `deleting s3://${this.bucket}/${key}` });
     }
   }
 
@@ -118,7 +118,7 @@ export class S3Archive {
           cause: error,
         });
       }
-      throw classify(error, `checking S3 bucket ${this.bucket}`);
+      throw classify(error, { origin: 'object-store', what: `checking S3 bucket ${this.bucket}` });
     }
   }
 
@@ -133,7 +133,7 @@ export class S3Archive {
     try {
       await this.client.send(new CreateBucketCommand({ Bucket: this.bucket }));
     } catch (error) {
-      throw classify(error, `creating S3 bucket ${this.bucket}`);
+      throw classify(error, { origin: 'object-store', what: `creating S3 bucket ${this.bucket}` });
     }
     return 'created';
   }

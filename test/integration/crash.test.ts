@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { KILL_POINTS, type KillPoint } from '../../src/runtime/kill-points.js';
+import { KILL_POINTS, type KillPoint } from '../../src/support/kill-points.js';
 import { parseLsn } from '../../src/lsn.js';
 import {
   assertExactlyOnce,

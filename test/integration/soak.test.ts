@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import pg from 'pg';
-import { KILL_POINTS } from '../../src/runtime/kill-points.js';
+import { KILL_POINTS } from '../../src/support/kill-points.js';
 import { assertExactlyOnce, assertSlotAtCheckpoint, setup, useTestStack } from '../helpers/assertions.js';
 import { runCli, type CliResult } from '../helpers/cli.js';
 import { createReferenceSlot } from '../helpers/reference.js';

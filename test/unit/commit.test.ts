@@ -15,7 +15,7 @@ import { SlotlakeError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import { formatLsn, lsn, type Lsn } from '../../src/lsn.js';
 import { CommitSequence, writePendingManifest, type DurablePosition } from '../../src/runtime/commit.js';
-import { Deadline } from '../../src/runtime/deadline.js';
+import { Deadline } from '../../src/support/deadline.js';
 import { BatchWriter, UploadMeter } from '../../src/sink/batch.js';
 import { FakeArchive } from '../helpers/fake-archive.js';
 

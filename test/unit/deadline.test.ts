@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { describe, it } from 'node:test';
-import { Deadline, systemClock, type Clock } from '../../src/runtime/deadline.js';
+import { Deadline, systemClock, type Clock } from '../../src/support/deadline.js';
 
 /**
  * Waits for the signal to abort, failing after `limitMs`. The deadline's own timer is unref'd (it must

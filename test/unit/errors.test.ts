@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { classify, DecodeError, SlotlakeError, type ErrorKind } from '../../src/errors.js';
+import { classify, DecodeError, SlotlakeError, type CallSite, type ErrorKind } from '../../src/errors.js';
 
 function pgError(code: string, message: string): Error {
   return Object.assign(new Error(message), { code, severity: 'ERROR' });
@@ -24,8 +24,13 @@ function socketError(code: string): Error {
   return Object.assign(new Error(`read ${code}`), { code, errno: -104, syscall: 'read' });
 }
 
-function expectKind(error: unknown, kind: ErrorKind, retryable: boolean, context?: string): SlotlakeError {
-  const classified = classify(error, context);
+function expectKind(
+  error: unknown,
+  kind: ErrorKind,
+  retryable: boolean,
+  site: CallSite = { origin: 'source' },
+): SlotlakeError {
+  const classified = classify(error, site);
   assert.ok(classified instanceof SlotlakeError);
   assert.equal(classified.kind, kind, `${String(error)} → ${classified.kind}`);
   assert.equal(classified.retryable, retryable, `${String(error)} retryable`);
@@ -57,24 +62,19 @@ describe('Postgres errors by SQLSTATE', () => {
     expectKind(pgError('55006', 'replication slot "slotlake" is active for PID 4242'), 'slot-in-use', true);
   });
 
-  it('42704 is a missing slot or a missing publication, by message', () => {
-    expectKind(pgError('42704', 'replication slot "slotlake" does not exist'), 'slot-missing', false);
-    expectKind(pgError('42704', 'publication "slotlake" does not exist'), 'publication-missing', false);
-    expectKind(pgError('42704', 'type "mood" does not exist'), 'internal', false);
-  });
-
-  it('55000 is wal_level or an invalidated slot, by message', () => {
-    const error = expectKind(
-      pgError('55000', 'logical decoding requires wal_level >= logical'),
-      'source-wal-level',
-      false,
-    );
-    assert.match(error.hint ?? '', /wal_level = logical/);
-    expectKind(
-      pgError('55000', 'can no longer get changes from replication slot "slotlake"'),
-      'slot-invalid',
-      false,
-    );
+  it('42704 and 55000 name no object by code: never decided from the message text', () => {
+    // The call sites that can meet them check the catalog and raise slot-missing, publication-missing,
+    // source-wal-level or slot-invalid themselves; classify() does not read messages.
+    for (const message of [
+      'replication slot "slotlake" does not exist',
+      'publication "slotlake" does not exist',
+      'logical decoding requires wal_level >= logical',
+      'can no longer get changes from replication slot "slotlake"',
+    ]) {
+      const code = message.includes('does not exist') ? '42704' : '55000';
+      const error = expectKind(pgError(code, message), 'internal', false);
+      assert.equal(error.origin, 'source');
+    }
   });
 
   it('connection failures and shutdowns are retryable', () => {
@@ -96,40 +96,44 @@ describe('Postgres errors by SQLSTATE', () => {
   });
 
   it('the context prefixes the message', () => {
-    const error = classify(pgError('28P01', 'password authentication failed'), 'connecting to postgres');
+    const error = classify(pgError('28P01', 'password authentication failed'), {
+      origin: 'source',
+      what: 'connecting to postgres',
+    });
     assert.equal(error.message, 'connecting to postgres: password authentication failed');
   });
 });
 
 describe('AWS errors by name and status', () => {
+  const s3: CallSite = { origin: 'object-store' };
   it('missing bucket and table', () => {
-    expectKind(awsError('NoSuchBucket', 404), 'bucket-missing', false);
-    expectKind(awsError('ResourceNotFoundException', 400), 'checkpoint-table-missing', false);
+    expectKind(awsError('NoSuchBucket', 404), 'bucket-missing', false, s3);
+    expectKind(awsError('ResourceNotFoundException', 400), 'checkpoint-table-missing', false, s3);
   });
 
   it('access denied', () => {
-    expectKind(awsError('AccessDenied', 403), 'access-denied', false);
-    expectKind(awsError('AccessDeniedException', 400), 'access-denied', false);
-    expectKind(awsError('SomethingForbidden', 403), 'access-denied', false);
+    expectKind(awsError('AccessDenied', 403), 'access-denied', false, s3);
+    expectKind(awsError('AccessDeniedException', 400), 'access-denied', false, s3);
+    expectKind(awsError('SomethingForbidden', 403), 'access-denied', false, s3);
   });
 
   it('bad credentials are aws-auth, also when S3 answers them with 403', () => {
-    expectKind(awsError('InvalidAccessKeyId', 403), 'aws-auth', false);
-    expectKind(awsError('SignatureDoesNotMatch', 403), 'aws-auth', false);
-    expectKind(awsError('ExpiredToken', 400), 'aws-auth', false);
-    expectKind(awsError('UnrecognizedClientException', 400), 'aws-auth', false);
-    expectKind(awsError('InvalidAccessKeyId', undefined), 'aws-auth', false);
+    expectKind(awsError('InvalidAccessKeyId', 403), 'aws-auth', false, s3);
+    expectKind(awsError('SignatureDoesNotMatch', 403), 'aws-auth', false, s3);
+    expectKind(awsError('ExpiredToken', 400), 'aws-auth', false, s3);
+    expectKind(awsError('UnrecognizedClientException', 400), 'aws-auth', false, s3);
+    expectKind(awsError('InvalidAccessKeyId', undefined), 'aws-auth', false, s3);
   });
 
   it('throttling and server errors are retryable', () => {
-    expectKind(awsError('SlowDown', 503), 'aws-transient', true);
-    expectKind(awsError('ProvisionedThroughputExceededException', 400), 'aws-transient', true);
-    expectKind(awsError('ThrottlingException', 400), 'aws-transient', true);
-    expectKind(awsError('InternalError', 500), 'aws-transient', true);
-    expectKind(awsError('SomeNewServerError', 502), 'aws-transient', true);
-    expectKind(awsError('TooManyRequests', 429), 'aws-transient', true);
+    expectKind(awsError('SlowDown', 503), 'aws-transient', true, s3);
+    expectKind(awsError('ProvisionedThroughputExceededException', 400), 'aws-transient', true, s3);
+    expectKind(awsError('ThrottlingException', 400), 'aws-transient', true, s3);
+    expectKind(awsError('InternalError', 500), 'aws-transient', true, s3);
+    expectKind(awsError('SomeNewServerError', 502), 'aws-transient', true, s3);
+    expectKind(awsError('TooManyRequests', 429), 'aws-transient', true, s3);
     const throttled = Object.assign(awsError('Whatever', 400), { $retryable: { throttling: true } });
-    expectKind(throttled, 'aws-transient', true);
+    expectKind(throttled, 'aws-transient', true, s3);
   });
 
   it('a failed conditional write is a checkpoint conflict, not retried', () => {
@@ -137,52 +141,78 @@ describe('AWS errors by name and status', () => {
       awsError('ConditionalCheckFailedException', 400, 'The conditional request failed'),
       'checkpoint-conflict',
       false,
+      { origin: 'checkpoint-store' },
     );
     assert.match(error.hint ?? '', /another run/);
   });
 
   it('a plain object with the same shape is classified too', () => {
-    const error = classify({
-      name: 'SlowDown',
-      message: 'Please reduce your request rate',
-      $metadata: { httpStatusCode: 503 },
-    });
+    const error = classify(
+      { name: 'SlowDown', message: 'Please reduce your request rate', $metadata: { httpStatusCode: 503 } },
+      s3,
+    );
     assert.equal(error.kind, 'aws-transient');
     assert.equal(error.retryable, true);
     assert.match(error.message, /Please reduce your request rate|SlowDown/);
   });
 
   it('the message names the error and the status', () => {
-    const error = classify(
-      awsError('NoSuchBucket', 404, 'The specified bucket does not exist'),
-      'uploading s3://b/k',
-    );
+    const error = classify(awsError('NoSuchBucket', 404, 'The specified bucket does not exist'), {
+      origin: 'object-store',
+      what: 'uploading s3://b/k',
+    });
     assert.equal(error.message, 'uploading s3://b/k: The specified bucket does not exist (NoSuchBucket 404)');
   });
 
   it('other client errors are internal, not retried', () => {
-    expectKind(awsError('ValidationException', 400), 'internal', false);
+    expectKind(awsError('ValidationException', 400), 'internal', false, s3);
   });
 });
 
 describe('socket errors', () => {
-  it('are retryable: connection lost towards Postgres, transient towards AWS', () => {
+  it("are retryable: connection lost towards Postgres, transient towards AWS, by the call site's origin", () => {
     for (const code of ['ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN', 'ENOTFOUND']) {
-      expectKind(socketError(code), 'source-connection-lost', true, 'reading from postgres');
-      expectKind(socketError(code), 'aws-transient', true, 'uploading s3://b/k');
+      const source = expectKind(socketError(code), 'source-connection-lost', true, { origin: 'source' });
+      assert.ok(source.isSourceConnectionLoss);
+      for (const origin of ['object-store', 'checkpoint-store'] as const) {
+        const aws = expectKind(socketError(code), 'aws-transient', true, { origin });
+        assert.equal(aws.origin, origin);
+        assert.equal(aws.isSourceConnectionLoss, false);
+      }
+      const unknown = expectKind(socketError(code), 'network', true, {});
+      assert.equal(unknown.isSourceConnectionLoss, false);
     }
   });
 
-  it('a dropped connection without a code is recognised by its message', () => {
+  it('a name holding "postgres" never turns an S3 or DynamoDB reset into a source connection loss', () => {
+    for (const what of [
+      'uploading s3://acme-postgres-lake/postgres/data/x.jsonl.gz',
+      'writing the checkpoint to DynamoDB table postgres-checkpoints',
+      'connection terminated: postgres',
+    ]) {
+      const error = classify(socketError('ECONNRESET'), { origin: 'object-store', what });
+      assert.equal(error.kind, 'aws-transient');
+      assert.equal(error.isSourceConnectionLoss, false);
+      const terminated = classify(new Error('Connection terminated unexpectedly'), {
+        origin: 'checkpoint-store',
+        what,
+      });
+      assert.equal(terminated.isSourceConnectionLoss, false);
+    }
+  });
+
+  it('a source call that fails without a SQLSTATE is the connection failing', () => {
     expectKind(new Error('Connection terminated unexpectedly'), 'source-connection-lost', true);
     expectKind(new Error('socket hang up'), 'source-connection-lost', true);
+    // the same text from anywhere else is not
+    expectKind(new Error('Connection terminated unexpectedly'), 'internal', false, {});
   });
 });
 
 describe('everything else', () => {
   it('unknown errors are internal and not retried', () => {
-    expectKind(new TypeError('x is not a function'), 'internal', false);
-    expectKind(new Error('boom'), 'internal', false);
+    expectKind(new TypeError('x is not a function'), 'internal', false, {});
+    expectKind(new Error('boom'), 'internal', false, {});
     const fromString = classify('just a string');
     assert.equal(fromString.kind, 'internal');
     assert.equal(fromString.retryable, false);
@@ -193,7 +223,7 @@ describe('everything else', () => {
 
   it('a SlotlakeError passes through unchanged', () => {
     const original = new SlotlakeError('lease lost', { kind: 'lease-lost', retryable: false, hint: 'h' });
-    assert.equal(classify(original, 'some step'), original);
+    assert.equal(classify(original, { origin: 'source', what: 'some step' }), original);
     assert.equal(original.message, 'lease lost');
     const decode = new DecodeError('short message');
     assert.equal(classify(decode), decode);
@@ -203,10 +233,10 @@ describe('everything else', () => {
 
 describe('toOperatorLine', () => {
   it('holds the message and the hint', () => {
-    const error = classify(
-      awsError('NoSuchBucket', 404, 'The specified bucket does not exist'),
-      'checking bucket',
-    );
+    const error = classify(awsError('NoSuchBucket', 404, 'The specified bucket does not exist'), {
+      origin: 'object-store',
+      what: 'checking bucket',
+    });
     const line = error.toOperatorLine();
     assert.ok(line.startsWith('slotlake: '), line);
     assert.ok(line.includes(error.message), line);

@@ -426,7 +426,7 @@ describe('http fault proxy in front of s3rver and dynalite, with the AWS SDK', {
     assert.equal(error.name, 'SlowDown');
     assert.equal(error.$metadata.httpStatusCode, 503);
     assert.equal(error.$fault, 'server');
-    const classified = classify(error, 'uploading');
+    const classified = classify(error, { origin: 'object-store', what: 'uploading' });
     assert.equal(classified.kind, 'aws-transient');
     assert.equal(classified.retryable, true);
     assert.equal(s3Proxy.requests().at(-1)?.fault, 'status');
@@ -443,7 +443,7 @@ describe('http fault proxy in front of s3rver and dynalite, with the AWS SDK', {
     assert.ok(error instanceof ProvisionedThroughputExceededException);
     assert.equal(error.name, 'ProvisionedThroughputExceededException');
     assert.equal(error.$metadata.httpStatusCode, 400);
-    const classified = classify(error, 'writing the checkpoint');
+    const classified = classify(error, { origin: 'checkpoint-store', what: 'writing the checkpoint' });
     assert.equal(classified.kind, 'aws-transient');
     assert.equal(classified.retryable, true);
     assert.equal(await getItem('pt'), undefined);
@@ -502,7 +502,7 @@ describe('http fault proxy in front of s3rver and dynalite, with the AWS SDK', {
     s3Proxy.inject({ match: isS3Put('reset/'), times: 1, action: { kind: 'reset' } });
     const error = await failure(() => put('reset/x'));
     assert.equal((error as NodeJS.ErrnoException).code, 'ECONNRESET');
-    const classified = classify(error, 'uploading');
+    const classified = classify(error, { origin: 'object-store', what: 'uploading' });
     assert.equal(classified.kind, 'aws-transient');
     assert.equal(classified.retryable, true);
     assert.equal(s3Proxy.requests().at(-1)?.status, undefined);
@@ -515,7 +515,7 @@ describe('http fault proxy in front of s3rver and dynalite, with the AWS SDK', {
     s3Proxy.inject({ match: isS3Put('afr/'), times: 1, action: { kind: 'after-forward-reset' } });
     const error = await failure(() => put('afr/x', 'it happened'));
     assert.equal((error as NodeJS.ErrnoException).code, 'ECONNRESET');
-    assert.equal(classify(error, 'uploading').retryable, true);
+    assert.equal(classify(error, { origin: 'object-store', what: 'uploading' }).retryable, true);
     const entry = s3Proxy.requests().at(-1);
     assert.deepEqual([entry?.fault, entry?.status], ['after-forward-reset', 200]);
     assert.equal(await get('afr/x'), 'it happened');
@@ -525,7 +525,10 @@ describe('http fault proxy in front of s3rver and dynalite, with the AWS SDK', {
     dynamoProxy.inject({ match: isDynamoOp('PutItem'), times: 1, action: { kind: 'after-forward-reset' } });
     const error = await failure(() => putItem('afr', 'written'));
     assert.equal((error as NodeJS.ErrnoException).code, 'ECONNRESET');
-    assert.equal(classify(error, 'writing the checkpoint').retryable, true);
+    assert.equal(
+      classify(error, { origin: 'checkpoint-store', what: 'writing the checkpoint' }).retryable,
+      true,
+    );
     assert.deepEqual(await getItem('afr'), { pk: { S: 'afr' }, v: { S: 'written' } });
   });
 

@@ -5,8 +5,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { SlotlakeError } from '../../src/errors.js';
-import { Deadline, type Clock } from '../../src/runtime/deadline.js';
-import { withRetry } from '../../src/runtime/retry.js';
+import { Deadline, type Clock } from '../../src/support/deadline.js';
+import { withRetry } from '../../src/support/retry.js';
 
 const noWait = () => 0;
 
@@ -37,7 +37,10 @@ function fixedClock(now: number): Clock {
 describe('withRetry', () => {
   it('returns at once when the operation succeeds', async () => {
     const op = flaky([]);
-    assert.equal(await withRetry(op.operation, { what: 'x', random: noWait }), 'done');
+    assert.equal(
+      await withRetry(op.operation, { what: 'x', origin: 'object-store', random: noWait }),
+      'done',
+    );
     assert.equal(op.calls(), 1);
   });
 
@@ -50,6 +53,7 @@ describe('withRetry', () => {
     const retries: [string, number, number][] = [];
     const result = await withRetry(op.operation, {
       what: 'uploading',
+      origin: 'object-store',
       random: noWait,
       onRetry: (error, attempt, delayMs) => retries.push([error.kind, attempt, delayMs]),
     });
@@ -70,7 +74,12 @@ describe('withRetry', () => {
     const op = flaky([denied]);
     let retried = false;
     await assert.rejects(
-      withRetry(op.operation, { what: 'writing manifest', random: noWait, onRetry: () => (retried = true) }),
+      withRetry(op.operation, {
+        what: 'writing manifest',
+        origin: 'object-store',
+        random: noWait,
+        onRetry: () => (retried = true),
+      }),
       (error: unknown) => {
         assert.ok(error instanceof SlotlakeError);
         assert.equal(error.kind, 'access-denied');
@@ -87,7 +96,7 @@ describe('withRetry', () => {
     const conflict = new SlotlakeError('moved', { kind: 'checkpoint-conflict' });
     const op = flaky([conflict]);
     await assert.rejects(
-      withRetry(op.operation, { what: 'x', random: noWait }),
+      withRetry(op.operation, { what: 'x', origin: 'object-store', random: noWait }),
       (error) => error === conflict,
     );
     assert.equal(op.calls(), 1);
@@ -95,23 +104,28 @@ describe('withRetry', () => {
 
   it('honours maxAttempts', async () => {
     const op = flaky(Array.from({ length: 10 }, transient));
-    await assert.rejects(withRetry(op.operation, { what: 'x', random: noWait, maxAttempts: 3 }), (error) => {
-      assert.ok(error instanceof SlotlakeError);
-      assert.equal(error.kind, 'aws-transient');
-      return true;
-    });
+    await assert.rejects(
+      withRetry(op.operation, { what: 'x', origin: 'object-store', random: noWait, maxAttempts: 3 }),
+      (error) => {
+        assert.ok(error instanceof SlotlakeError);
+        assert.equal(error.kind, 'aws-transient');
+        return true;
+      },
+    );
     assert.equal(op.calls(), 3);
   });
 
   it('defaults to 8 attempts', async () => {
     const op = flaky(Array.from({ length: 20 }, transient));
-    await assert.rejects(withRetry(op.operation, { what: 'x', random: noWait }));
+    await assert.rejects(withRetry(op.operation, { what: 'x', origin: 'object-store', random: noWait }));
     assert.equal(op.calls(), 8);
   });
 
   it('maxAttempts 1 never retries', async () => {
     const op = flaky([transient()]);
-    await assert.rejects(withRetry(op.operation, { what: 'x', random: noWait, maxAttempts: 1 }));
+    await assert.rejects(
+      withRetry(op.operation, { what: 'x', origin: 'object-store', random: noWait, maxAttempts: 1 }),
+    );
     assert.equal(op.calls(), 1);
   });
 
@@ -119,11 +133,14 @@ describe('withRetry', () => {
     const deadline = new Deadline(10_500, 0, fixedClock(10_000)); // 500 ms left
     try {
       const op = flaky([transient()]);
-      await assert.rejects(withRetry(op.operation, { what: 'x', random: noWait, deadline }), (error) => {
-        assert.ok(error instanceof SlotlakeError);
-        assert.equal(error.kind, 'aws-transient');
-        return true;
-      });
+      await assert.rejects(
+        withRetry(op.operation, { what: 'x', origin: 'object-store', random: noWait, deadline }),
+        (error) => {
+          assert.ok(error instanceof SlotlakeError);
+          assert.equal(error.kind, 'aws-transient');
+          return true;
+        },
+      );
       assert.equal(op.calls(), 1);
     } finally {
       deadline.dispose();
@@ -134,7 +151,10 @@ describe('withRetry', () => {
     const deadline = new Deadline(70_000, 2_000, fixedClock(10_000));
     try {
       const op = flaky([transient(), transient()]);
-      assert.equal(await withRetry(op.operation, { what: 'x', random: noWait, deadline }), 'done');
+      assert.equal(
+        await withRetry(op.operation, { what: 'x', origin: 'object-store', random: noWait, deadline }),
+        'done',
+      );
       assert.equal(op.calls(), 3);
     } finally {
       deadline.dispose();
@@ -146,12 +166,16 @@ describe('withRetry', () => {
     const deadline = new Deadline(11_500, 0, fixedClock(10_000));
     try {
       const fits = flaky([transient()]);
-      assert.equal(await withRetry(fits.operation, { what: 'x', random: noWait, deadline }), 'done');
+      assert.equal(
+        await withRetry(fits.operation, { what: 'x', origin: 'object-store', random: noWait, deadline }),
+        'done',
+      );
       const tooLong = flaky([transient()]);
       const delays: number[] = [];
       await assert.rejects(
         withRetry(tooLong.operation, {
           what: 'x',
+          origin: 'object-store',
           random: () => 1,
           baseDelayMs: 600,
           deadline,
@@ -172,6 +196,7 @@ describe('withRetry', () => {
     // random() → 0.001: delays are 0.1% of base·2^(n-1), capped at maxDelayMs; small enough not to matter.
     await withRetry(op.operation, {
       what: 'x',
+      origin: 'object-store',
       random: () => 0.001,
       baseDelayMs: 1_000,
       maxDelayMs: 5_000,

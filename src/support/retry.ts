@@ -6,11 +6,13 @@
  * attempt still fits in the run's time budget; anything else — missing bucket, access denied, bad
  * credentials, a lost lease — fails at once with its operator hint, with no retry storm.
  */
-import { classify, type SlotlakeError } from '../errors.js';
+import { classify, type ErrorOrigin, type SlotlakeError } from '../errors.js';
 import type { Deadline } from './deadline.js';
 
 export interface RetryOptions {
   readonly what: string;
+  /** Which system the operation talks to (set here, where the call is made; see errors.ts). */
+  readonly origin: ErrorOrigin;
   readonly deadline?: Deadline;
   readonly maxAttempts?: number;
   readonly baseDelayMs?: number;
@@ -28,7 +30,7 @@ export async function withRetry<T>(operation: () => Promise<T>, options: RetryOp
     try {
       return await operation();
     } catch (error) {
-      const classified = classify(error, options.what);
+      const classified = classify(error, { origin: options.origin, what: options.what });
       if (!classified.retryable || attempt >= maxAttempts) throw classified;
       const delayMs = Math.round(random() * Math.min(cap, base * 2 ** (attempt - 1)));
       // The retry must leave room for the attempt itself (one more request latency, roughly).
