@@ -9,55 +9,8 @@
  */
 import { z } from 'zod';
 import { SlotlakeError } from './errors.js';
-import { parseKillSpec, type KillPoint } from './support/kill-points.js';
-
-export type Plugin = 'pgoutput' | 'wal2json';
-export type OutputFormat = 'jsonl' | 'parquet';
-export type SlotPositionPolicy = 'fail' | 'trust-slot';
-
-export interface Config {
-  /** DATABASE_URL when set; otherwise pg reads PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE/PGSSLMODE itself. */
-  readonly databaseUrl: string | undefined;
-  readonly slot: string;
-  readonly publication: string;
-  /** `schema.table` names for `setup`; undefined = all tables. */
-  readonly tables: readonly string[] | undefined;
-  readonly plugin: Plugin;
-  readonly pipeline: string;
-  readonly bucket: string;
-  readonly prefix: string;
-  readonly checkpointTable: string;
-  readonly format: OutputFormat;
-  /** Batch rotation, checked at transaction boundaries. */
-  readonly batchMaxRows: number;
-  readonly batchMaxBytes: number;
-  readonly batchMaxAgeMs: number;
-  /** An object is closed (and its upload started) once its compressed size passes this. */
-  readonly objectMaxBytes: number;
-  /** Time kept in reserve at the end of a run, on top of the estimated flush time. */
-  readonly safetyMarginMs: number;
-  /** Standby status update interval. */
-  readonly statusIntervalMs: number;
-  /** Stop with `idle` after this long with nothing to archive once caught up; undefined = never. */
-  readonly idleTimeoutMs: number | undefined;
-  /** pgoutput protocol version requested. */
-  readonly protocolVersion: 1 | 2 | 3 | 4;
-  /** What to do when the slot is ahead of the checkpoint. */
-  readonly slotPositionPolicy: SlotPositionPolicy;
-  /** How long a run's lease lasts without renewal. */
-  readonly leaseDurationMs: number;
-  /** Local folder for compressed objects before upload. */
-  readonly spoolDir: string | undefined;
-  /** Bytes of received frames held before reading pauses (backpressure). */
-  readonly readBufferBytes: number;
-  /** Reconnects after a dropped Postgres connection within one run. */
-  readonly reconnectAttempts: number;
-  /** Testing only: stop reading as if the deadline came, once this run archived this many changes. */
-  readonly testStopAfterChanges: number | undefined;
-  /** Testing only: SIGKILL the process at this step. */
-  readonly killAt: { point: KillPoint; occurrence: number } | undefined;
-  readonly logLevel: 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
-}
+import { parseKillSpec } from './support/kill-points.js';
+import { parseTableList } from './names.js';
 
 /** Durations: `500ms`, `30s`, `5m`, `1h`; `0` alone means zero. */
 export function parseDuration(text: string): number {
@@ -81,61 +34,88 @@ export function parseSize(text: string): number {
 
 /** Replication slot names: lower-case letters, digits and underscores, at most 63 (Postgres' own rule). */
 const SLOT_NAME = /^[a-z0-9_]{1,63}$/;
-/** Publication names: plain identifiers; quoted when used, but kept simple so they are never ambiguous. */
-const PUBLICATION_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
-const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$/;
 
-const duration = z.string().transform((text, ctx) => {
-  try {
-    return parseDuration(text);
-  } catch (error) {
-    ctx.addIssue({ code: 'custom', message: (error as Error).message });
-    return z.NEVER;
-  }
-});
-const size = z.string().transform((text, ctx) => {
-  try {
-    return parseSize(text);
-  } catch (error) {
-    ctx.addIssue({ code: 'custom', message: (error as Error).message });
-    return z.NEVER;
-  }
-});
+function parsed<T>(parse: (text: string) => T) {
+  return z.string().transform((text, ctx) => {
+    try {
+      return parse(text);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: (error as Error).message });
+      return z.NEVER;
+    }
+  });
+}
+
+const duration = parsed(parseDuration);
+const size = parsed(parseSize);
 const positiveInt = z
   .string()
   .regex(/^\d+$/, 'expected a whole number')
   .transform(Number)
   .refine((n) => n > 0, 'must be greater than 0');
+const wholeNumber = z.string().regex(/^\d+$/, 'expected a whole number').transform(Number);
 
-/** Every SLOTLAKE_* variable slotlake knows, with its schema and default (as text, parsed like user input). */
+interface SettingSpec<S extends z.ZodType> {
+  /** The environment variable. */
+  readonly env: `SLOTLAKE_${string}`;
+  /** Parses the variable's text (the default is parsed the same way). */
+  readonly schema: S;
+  /** The default, as text; absent = unset unless given. */
+  readonly default?: string;
+  /** One line for the README's settings table. */
+  readonly doc: string;
+}
+
+function setting<S extends z.ZodType>(spec: SettingSpec<S> & { default: string }): typeof spec;
+function setting<S extends z.ZodType>(spec: SettingSpec<S>): typeof spec;
+function setting<S extends z.ZodType>(spec: SettingSpec<S>): SettingSpec<S> {
+  return spec;
+}
+
+/**
+ * Every SLOTLAKE_* setting: the config field it fills, its variable, how its text is parsed, its default.
+ * `Config` is derived from this table, so a setting is declared once.
+ */
 const SETTINGS = {
-  SLOTLAKE_SLOT: {
-    schema: z.string().regex(SLOT_NAME, 'lower-case letters, digits and _ (max 63)'),
+  slot: setting({
+    env: 'SLOTLAKE_SLOT',
+    schema: z.string().regex(SLOT_NAME, 'lower-case letters, digits and _ (max 63), as Postgres requires'),
     default: 'slotlake',
-  },
-  SLOTLAKE_PUBLICATION: {
-    schema: z.string().regex(PUBLICATION_NAME, 'a plain identifier: letters, digits and _ (max 63)'),
-    default: 'slotlake',
-  },
-  SLOTLAKE_TABLES: {
+    doc: 'replication slot name',
+  }),
+  publication: setting({
+    env: 'SLOTLAKE_PUBLICATION',
     schema: z
       .string()
-      .transform((text) =>
-        text
-          .split(',')
-          .map((name) => name.trim())
-          .filter((name) => name !== ''),
-      )
-      .pipe(z.array(z.string().regex(TABLE_NAME, 'each table as schema.table')).min(1)),
-    default: undefined,
-  },
-  SLOTLAKE_PLUGIN: { schema: z.enum(['pgoutput', 'wal2json']), default: 'pgoutput' },
-  SLOTLAKE_PIPELINE: { schema: z.string().min(1).max(255), default: undefined },
-  SLOTLAKE_BUCKET: {
+      .min(1)
+      .refine((name) => Buffer.byteLength(name) <= 63, 'at most 63 bytes (Postgres truncates longer names)')
+      .refine((name) => !name.includes('\0'), 'no NUL character'),
+    default: 'slotlake',
+    doc: 'publication name (pgoutput), exactly as in the catalog (case and spaces kept)',
+  }),
+  tables: setting({
+    env: 'SLOTLAKE_TABLES',
+    schema: parsed(parseTableList),
+    doc: 'comma list of schema.table written as in SQL (unquoted names fold to lower case; "Quoted" ones are kept), used by setup for the publication and by wal2json',
+  }),
+  plugin: setting({
+    env: 'SLOTLAKE_PLUGIN',
+    schema: z.enum(['pgoutput', 'wal2json']),
+    default: 'pgoutput',
+    doc: 'logical decoding output plugin',
+  }),
+  pipelineName: setting({
+    env: 'SLOTLAKE_PIPELINE',
+    schema: z.string().min(1).max(255),
+    doc: 'the checkpoint key in DynamoDB (default: the slot name)',
+  }),
+  bucketName: setting({
+    env: 'SLOTLAKE_BUCKET',
     schema: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'a valid S3 bucket name'),
-    default: undefined,
-  },
-  SLOTLAKE_PREFIX: {
+    doc: 'S3 bucket (required)',
+  }),
+  prefix: setting({
+    env: 'SLOTLAKE_PREFIX',
     schema: z
       .string()
       .refine(
@@ -143,52 +123,162 @@ const SETTINGS = {
         'empty, or ending with / (not starting with /)',
       ),
     default: '',
-  },
-  SLOTLAKE_CHECKPOINT_TABLE: {
+    doc: 'key prefix inside the bucket; empty or ending with /',
+  }),
+  checkpointTableName: setting({
+    env: 'SLOTLAKE_CHECKPOINT_TABLE',
     schema: z.string().regex(/^[A-Za-z0-9_.-]{3,255}$/, 'a valid DynamoDB table name'),
-    default: undefined,
-  },
-  SLOTLAKE_FORMAT: { schema: z.enum(['jsonl', 'parquet']), default: 'jsonl' },
-  SLOTLAKE_BATCH_MAX_ROWS: { schema: positiveInt, default: '500000' },
-  SLOTLAKE_BATCH_MAX_BYTES: { schema: size, default: '256MiB' },
-  SLOTLAKE_BATCH_MAX_AGE: { schema: duration, default: '60s' },
-  SLOTLAKE_OBJECT_MAX_BYTES: { schema: size, default: '128MiB' },
-  SLOTLAKE_SAFETY_MARGIN: { schema: duration, default: '2s' },
-  SLOTLAKE_STATUS_INTERVAL: { schema: duration, default: '10s' },
-  SLOTLAKE_IDLE_TIMEOUT: { schema: duration, default: undefined },
-  SLOTLAKE_PROTO_VERSION: { schema: z.enum(['1', '2', '3', '4']).transform(Number), default: '1' },
-  SLOTLAKE_SLOT_POSITION_POLICY: { schema: z.enum(['fail', 'trust-slot']), default: 'fail' },
-  SLOTLAKE_LEASE_DURATION: { schema: duration, default: '60s' },
-  SLOTLAKE_SPOOL_DIR: { schema: z.string().min(1), default: undefined },
-  SLOTLAKE_READ_BUFFER: { schema: size, default: '8MiB' },
-  SLOTLAKE_RECONNECT_ATTEMPTS: {
-    schema: z.string().regex(/^\d+$/, 'expected a whole number').transform(Number),
+    doc: 'DynamoDB table of the checkpoint (required)',
+  }),
+  format: setting({
+    env: 'SLOTLAKE_FORMAT',
+    schema: z.enum(['jsonl', 'parquet']),
+    default: 'jsonl',
+    doc: 'jsonl (gzip JSON Lines) or parquet',
+  }),
+  batchMaxRows: setting({
+    env: 'SLOTLAKE_BATCH_MAX_ROWS',
+    schema: positiveInt,
+    default: '500000',
+    doc: 'a batch is committed once it holds this many changes (checked at transaction boundaries)',
+  }),
+  batchMaxBytes: setting({
+    env: 'SLOTLAKE_BATCH_MAX_BYTES',
+    schema: size,
+    default: '256MiB',
+    doc: 'a batch is committed once its records take this much (uncompressed)',
+  }),
+  batchMaxAgeMs: setting({
+    env: 'SLOTLAKE_BATCH_MAX_AGE',
+    schema: duration,
+    default: '60s',
+    doc: 'a batch is committed once it is this old',
+  }),
+  objectMaxBytes: setting({
+    env: 'SLOTLAKE_OBJECT_MAX_BYTES',
+    schema: size,
+    default: '128MiB',
+    doc: 'an object is closed (and uploaded while reading goes on) once its compressed size passes this',
+  }),
+  safetyMarginMs: setting({
+    env: 'SLOTLAKE_SAFETY_MARGIN',
+    schema: duration,
+    default: '2s',
+    doc: 'time kept in reserve at the end of a run, on top of the estimated flush time',
+  }),
+  statusIntervalMs: setting({
+    env: 'SLOTLAKE_STATUS_INTERVAL',
+    schema: duration.transform((ms) => Math.max(100, ms)),
+    default: '10s',
+    doc: 'standby status update interval (at least 100 ms; shortened to a third of the server wal_sender_timeout)',
+  }),
+  idleTimeoutMs: setting({
+    env: 'SLOTLAKE_IDLE_TIMEOUT',
+    schema: duration,
+    doc: 'stop with `idle` after this long with nothing to archive (default: never)',
+  }),
+  protocolVersion: setting({
+    env: 'SLOTLAKE_PROTO_VERSION',
+    schema: z.enum(['1', '2', '3', '4']).transform((v) => Number(v) as 1 | 2 | 3 | 4),
+    default: '1',
+    doc: 'pgoutput protocol version requested',
+  }),
+  slotPositionPolicy: setting({
+    env: 'SLOTLAKE_SLOT_POSITION_POLICY',
+    schema: z.enum(['fail', 'trust-slot']),
+    default: 'fail',
+    doc: 'a slot ahead of the checkpoint (changes never archived): fail, or trust-slot to accept the gap',
+  }),
+  onSourceChange: setting({
+    env: 'SLOTLAKE_ON_SOURCE_CHANGE',
+    schema: z.enum(['fail', 'accept-gap']),
+    default: 'fail',
+    doc: 'the checkpoint was made on another database system, database or slot: fail, or accept-gap to continue from the new slot',
+  }),
+  leaseDurationMs: setting({
+    env: 'SLOTLAKE_LEASE_DURATION',
+    schema: duration.refine((ms) => ms >= 3000, 'at least 3s'),
+    default: '60s',
+    doc: 'how long a run holds the pipeline lease without renewing it',
+  }),
+  spoolDir: setting({
+    env: 'SLOTLAKE_SPOOL_DIR',
+    schema: z.string().min(1),
+    doc: 'local folder for objects before upload (default: the OS temp folder)',
+  }),
+  readBufferBytes: setting({
+    env: 'SLOTLAKE_READ_BUFFER',
+    schema: size,
+    default: '8MiB',
+    doc: 'received frames held before reading pauses (backpressure)',
+  }),
+  reconnectAttempts: setting({
+    env: 'SLOTLAKE_RECONNECT_ATTEMPTS',
+    schema: wholeNumber,
     default: '3',
-  },
-  SLOTLAKE_KILL_AT: {
-    schema: z.string().transform((text, ctx) => {
-      try {
-        return parseKillSpec(text);
-      } catch (error) {
-        ctx.addIssue({ code: 'custom', message: (error as Error).message });
-        return z.NEVER;
-      }
-    }),
-    default: undefined,
-  },
-  SLOTLAKE_TEST_STOP_AFTER_CHANGES: { schema: positiveInt, default: undefined },
-  SLOTLAKE_DEBUG_STACK: { schema: z.enum(['0', '1', 'true', 'false']), default: undefined },
-  SLOTLAKE_LOG_LEVEL: {
+    doc: 'reconnects after a dropped Postgres connection within one run',
+  }),
+  killAt: setting({
+    env: 'SLOTLAKE_KILL_AT',
+    schema: parsed(parseKillSpec),
+    doc: 'testing only: SIGKILL the process at this step (`<point>[:<occurrence>]`)',
+  }),
+  testStopAfterChanges: setting({
+    env: 'SLOTLAKE_TEST_STOP_AFTER_CHANGES',
+    schema: positiveInt,
+    doc: 'testing only: stop reading as if the deadline came once this many changes were read',
+  }),
+  debugStack: setting({
+    env: 'SLOTLAKE_DEBUG_STACK',
+    schema: z.enum(['0', '1', 'true', 'false']).transform((v) => v === '1' || v === 'true'),
+    default: '0',
+    doc: 'print the stack trace of a failure after its one-line message',
+  }),
+  logLevel: setting({
+    env: 'SLOTLAKE_LOG_LEVEL',
     schema: z
       .string()
       .transform((s) => s.toUpperCase())
       .pipe(z.enum(['DEBUG', 'INFO', 'WARN', 'ERROR'])),
     default: 'INFO',
-  },
+    doc: 'DEBUG, INFO, WARN or ERROR',
+  }),
 } as const;
 
-export type SettingName = keyof typeof SETTINGS;
-export const SETTING_NAMES = Object.keys(SETTINGS) as SettingName[];
+type Settings = typeof SETTINGS;
+type SettingValue<S> = S extends { schema: infer Z extends z.ZodType; default: string }
+  ? z.output<Z>
+  : S extends { schema: infer Z extends z.ZodType }
+    ? z.output<Z> | undefined
+    : never;
+
+/** The validated configuration: one field per setting (derived from `SETTINGS`), plus the derived ones. */
+export type Config = { readonly [K in keyof Settings]: SettingValue<Settings[K]> } & {
+  /** DATABASE_URL when set; otherwise pg reads PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE/PGSSLMODE itself. */
+  readonly databaseUrl: string | undefined;
+  /** The checkpoint's key: SLOTLAKE_PIPELINE, or the slot name. */
+  readonly pipeline: string;
+  /** SLOTLAKE_BUCKET ('' when a command does not need storage). */
+  readonly bucket: string;
+  /** SLOTLAKE_CHECKPOINT_TABLE ('' when a command does not need storage). */
+  readonly checkpointTable: string;
+};
+
+export type Plugin = Config['plugin'];
+export type OutputFormat = Config['format'];
+export type SlotPositionPolicy = Config['slotPositionPolicy'];
+
+export type SettingName = Settings[keyof Settings]['env'];
+export const SETTING_NAMES = Object.values(SETTINGS).map((spec) => spec.env) as SettingName[];
+
+/** Every setting with its default and description, for documentation. */
+export function describeSettings(): Array<{ name: SettingName; default: string | undefined; doc: string }> {
+  return Object.values(SETTINGS).map((spec) => ({
+    name: spec.env,
+    default: 'default' in spec ? spec.default : undefined,
+    doc: spec.doc,
+  }));
+}
 
 function configError(message: string): SlotlakeError {
   return new SlotlakeError(message, {
@@ -206,77 +296,50 @@ export interface LoadOptions {
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOptions = {}): Config {
   const requireStorage = options.requireStorage ?? true;
   const problems: string[] = [];
-  const unknown = Object.keys(env).filter((name) => name.startsWith('SLOTLAKE_') && !(name in SETTINGS));
-  for (const name of unknown) {
+  const known = new Set<string>(SETTING_NAMES);
+  for (const name of Object.keys(env).filter((n) => n.startsWith('SLOTLAKE_') && !known.has(n))) {
     // The nearest known name within 3 edits (not merely the first one: BATCH_MAX_AGES is AGE, not ROWS).
-    let near: SettingName | undefined;
+    let near: string | undefined;
     let nearDistance = 4;
-    for (const known of SETTING_NAMES) {
-      const distance = editDistance(known, name);
-      if (distance < nearDistance) [near, nearDistance] = [known, distance];
+    for (const candidate of SETTING_NAMES) {
+      const distance = editDistance(candidate, name);
+      if (distance < nearDistance) [near, nearDistance] = [candidate, distance];
     }
     problems.push(`unknown setting ${name}${near ? ` (did you mean ${near}?)` : ''}`);
   }
   const values: Record<string, unknown> = {};
-  for (const name of SETTING_NAMES) {
-    const setting = SETTINGS[name];
-    const raw = env[name];
-    const text = raw === undefined || raw === '' ? setting.default : raw;
-    if (text === undefined) {
-      values[name] = undefined;
-      continue;
-    }
-    const parsed = (setting.schema as z.ZodType).safeParse(text);
-    if (parsed.success) values[name] = parsed.data;
+  for (const [field, spec] of Object.entries(SETTINGS) as Array<[string, SettingSpec<z.ZodType>]>) {
+    const raw = env[spec.env];
+    const text = raw === undefined || raw === '' ? spec.default : raw;
+    if (text === undefined) continue;
+    const result = spec.schema.safeParse(text);
+    if (result.success) values[field] = result.data;
     else
       problems.push(
-        `${name}=${JSON.stringify(text)}: ${parsed.error.issues.map((i) => i.message).join('; ')}`,
+        `${spec.env}=${JSON.stringify(text)}: ${result.error.issues.map((i) => i.message).join('; ')}`,
       );
   }
+  const invalid = (name: string) => problems.some((p) => p.startsWith(`${name}=`));
   if (requireStorage) {
-    if (values.SLOTLAKE_BUCKET === undefined && !problems.some((p) => p.startsWith('SLOTLAKE_BUCKET')))
+    if (values.bucketName === undefined && !invalid('SLOTLAKE_BUCKET'))
       problems.push('SLOTLAKE_BUCKET is required (the S3 bucket of the archive)');
-    if (
-      values.SLOTLAKE_CHECKPOINT_TABLE === undefined &&
-      !problems.some((p) => p.startsWith('SLOTLAKE_CHECKPOINT_TABLE'))
-    )
+    if (values.checkpointTableName === undefined && !invalid('SLOTLAKE_CHECKPOINT_TABLE'))
       problems.push('SLOTLAKE_CHECKPOINT_TABLE is required (the DynamoDB table of the checkpoint)');
   }
   const databaseUrl = env.DATABASE_URL === '' ? undefined : env.DATABASE_URL;
   if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl))
     problems.push('DATABASE_URL must start with postgres:// or postgresql://');
-  if (values.SLOTLAKE_FORMAT === 'parquet')
+  if (values.format === 'parquet')
     problems.push('SLOTLAKE_FORMAT=parquet is not available in this version; use jsonl (the default)');
   if (problems.length > 0) throw configError(`invalid configuration: ${problems.join('; ')}`);
 
-  const slot = values.SLOTLAKE_SLOT as string;
+  const settings = values as { [K in keyof Settings]: SettingValue<Settings[K]> };
   return {
+    ...settings,
     databaseUrl,
-    slot,
-    publication: values.SLOTLAKE_PUBLICATION as string,
-    tables: values.SLOTLAKE_TABLES as string[] | undefined,
-    plugin: values.SLOTLAKE_PLUGIN as Plugin,
-    pipeline: (values.SLOTLAKE_PIPELINE as string | undefined) ?? slot,
-    bucket: (values.SLOTLAKE_BUCKET as string | undefined) ?? '',
-    prefix: values.SLOTLAKE_PREFIX as string,
-    checkpointTable: (values.SLOTLAKE_CHECKPOINT_TABLE as string | undefined) ?? '',
-    format: values.SLOTLAKE_FORMAT as OutputFormat,
-    batchMaxRows: values.SLOTLAKE_BATCH_MAX_ROWS as number,
-    batchMaxBytes: values.SLOTLAKE_BATCH_MAX_BYTES as number,
-    batchMaxAgeMs: values.SLOTLAKE_BATCH_MAX_AGE as number,
-    objectMaxBytes: values.SLOTLAKE_OBJECT_MAX_BYTES as number,
-    safetyMarginMs: values.SLOTLAKE_SAFETY_MARGIN as number,
-    statusIntervalMs: Math.max(100, values.SLOTLAKE_STATUS_INTERVAL as number),
-    idleTimeoutMs: values.SLOTLAKE_IDLE_TIMEOUT as number | undefined,
-    protocolVersion: values.SLOTLAKE_PROTO_VERSION as 1 | 2 | 3 | 4,
-    slotPositionPolicy: values.SLOTLAKE_SLOT_POSITION_POLICY as SlotPositionPolicy,
-    leaseDurationMs: values.SLOTLAKE_LEASE_DURATION as number,
-    spoolDir: values.SLOTLAKE_SPOOL_DIR as string | undefined,
-    readBufferBytes: values.SLOTLAKE_READ_BUFFER as number,
-    reconnectAttempts: values.SLOTLAKE_RECONNECT_ATTEMPTS as number,
-    killAt: values.SLOTLAKE_KILL_AT as Config['killAt'],
-    testStopAfterChanges: values.SLOTLAKE_TEST_STOP_AFTER_CHANGES as number | undefined,
-    logLevel: values.SLOTLAKE_LOG_LEVEL as Config['logLevel'],
+    pipeline: settings.pipelineName ?? settings.slot,
+    bucket: settings.bucketName ?? '',
+    checkpointTable: settings.checkpointTableName ?? '',
   };
 }
 

@@ -19,12 +19,44 @@
 import pg from 'pg';
 import { classify, SlotlakeError } from '../errors.js';
 import { formatLsn, maxLsn, parseLsn, ZERO_LSN, type Lsn } from '../lsn.js';
+import { quoteIdentifier, quoteLiteral } from '../names.js';
 import { decodeServerFrame, encodeStandbyStatus, type ServerFrame } from '../protocol/frames.js';
 import { systemClock, type Clock } from '../support/deadline.js';
 
-/** Session settings that fix how the server prints values (see decoding/values.ts). */
-export const SESSION_OPTIONS =
-  '-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=3 -c bytea_output=hex';
+/**
+ * Session settings that fix how the server prints values (see decoding/values.ts). The output plugin
+ * formats values in the walsender, under this session's settings, so they must hold whatever the user's
+ * connection string or PGOPTIONS says: they go last in the startup `options` (the server applies `-c`
+ * settings in order, the last one wins) and are checked once connected (`assertSessionSettings`).
+ */
+export const SESSION_SETTINGS: Readonly<Record<string, string>> = {
+  DateStyle: 'ISO',
+  TimeZone: 'UTC',
+  IntervalStyle: 'postgres',
+  extra_float_digits: '3',
+  bytea_output: 'hex',
+};
+
+export const SESSION_OPTIONS = Object.entries(SESSION_SETTINGS)
+  .map(([name, value]) => `-c ${name}=${value}`)
+  .join(' ');
+
+/**
+ * The connection string without its `options` parameter, and that parameter: node-postgres lets a
+ * connection string's values override the config's, so the options are taken out and merged by hand.
+ */
+function splitOptions(databaseUrl: string): { url: string; options: string | undefined } {
+  let url: URL;
+  try {
+    url = new URL(databaseUrl);
+  } catch {
+    return { url: databaseUrl, options: undefined };
+  }
+  const options = url.searchParams.get('options') ?? undefined;
+  if (options === undefined) return { url: databaseUrl, options };
+  url.searchParams.delete('options');
+  return { url: url.toString(), options };
+}
 
 export interface ConnectionSettings {
   /** DATABASE_URL, or undefined to let pg read the PG* variables. */
@@ -34,11 +66,16 @@ export interface ConnectionSettings {
 }
 
 export function clientConfig(settings: ConnectionSettings, replication: boolean): pg.ClientConfig {
+  const { url, options: urlOptions } =
+    settings.databaseUrl === undefined
+      ? { url: undefined, options: undefined }
+      : splitOptions(settings.databaseUrl);
+  const userOptions = urlOptions ?? process.env.PGOPTIONS;
   return {
-    ...(settings.databaseUrl === undefined ? {} : { connectionString: settings.databaseUrl }),
+    ...(url === undefined ? {} : { connectionString: url }),
     application_name: settings.applicationName ?? 'slotlake',
     connectionTimeoutMillis: settings.connectTimeoutMs ?? 15_000,
-    options: SESSION_OPTIONS,
+    options: userOptions ? `${userOptions} ${SESSION_OPTIONS}` : SESSION_OPTIONS,
     keepAlive: true,
     ...(replication ? { replication: 'database' } : {}),
   } as pg.ClientConfig;
@@ -50,16 +87,6 @@ export interface SystemIdentity {
   /** The server's current WAL flush position. */
   readonly walPosition: Lsn;
   readonly database: string;
-}
-
-/** A quoted string literal for replication commands (which take no bind parameters). */
-export function quoteLiteral(value: string): string {
-  return `'${value.replace(/'/g, "''")}'`;
-}
-
-/** A quoted identifier. */
-export function quoteIdentifier(value: string): string {
-  return `"${value.replace(/"/g, '""')}"`;
 }
 
 export interface StartOptions {
@@ -114,6 +141,23 @@ export class ReplicationConnection {
       throw classify(error, { origin: 'source', what: 'connecting to postgres (replication)' });
     }
     return new ReplicationConnection(client);
+  }
+
+  /** Checks that the session settings values depend on are in force (see `SESSION_SETTINGS`). */
+  async assertSessionSettings(): Promise<void> {
+    const wrong: string[] = [];
+    for (const [name, value] of Object.entries(SESSION_SETTINGS)) {
+      const result = await this.client.query(`SHOW ${name}`);
+      const actual = String(Object.values(result.rows[0] as Record<string, unknown>)[0]);
+      if (actual.toLowerCase() !== value.toLowerCase() && !(name === 'DateStyle' && actual.startsWith('ISO')))
+        wrong.push(`${name} is ${actual}, not ${value}`);
+    }
+    if (wrong.length > 0)
+      throw new SlotlakeError(`the replication session's settings could not be fixed: ${wrong.join('; ')}`, {
+        kind: 'config',
+        origin: 'source',
+        hint: 'a setting in DATABASE_URL options, PGOPTIONS or the role/database defaults overrides them; remove it',
+      });
   }
 
   async identifySystem(): Promise<SystemIdentity> {

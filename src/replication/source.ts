@@ -11,12 +11,8 @@
 import pg from 'pg';
 import { classify, SlotlakeError } from '../errors.js';
 import { lsnDistance, parseLsn, type Lsn } from '../lsn.js';
-import {
-  clientConfig,
-  quoteIdentifier,
-  ReplicationConnection,
-  type ConnectionSettings,
-} from './connection.js';
+import { displayName, qualifiedName, quoteIdentifier, type TableName } from '../names.js';
+import { clientConfig, ReplicationConnection, type ConnectionSettings } from './connection.js';
 
 export interface SlotState {
   readonly name: string;
@@ -174,46 +170,121 @@ export interface SetupResult {
   readonly slotLsn: Lsn | null;
 }
 
-/** Creates the publication and the slot when missing; checks them when present. */
-export async function setupSource(
-  settings: ConnectionSettings,
-  want: { slot: string; publication: string; plugin: string; tables: readonly string[] | undefined },
-): Promise<SetupResult> {
-  const publicationState = await withSourceClient(settings, async (client) => {
+export interface SetupWant {
+  readonly slot: string;
+  readonly publication: string;
+  readonly plugin: string;
+  /** The tables to publish; undefined = all tables. */
+  readonly tables: readonly TableName[] | undefined;
+}
+
+function sameTable(a: TableName, b: TableName): boolean {
+  return a.schema === b.schema && a.table === b.table;
+}
+
+/** Every table of `wanted` that does not exist, by exact name. */
+async function missingTables(client: pg.Client, wanted: readonly TableName[]): Promise<TableName[]> {
+  const found = await client.query(
+    `SELECT n.nspname AS schema, c.relname AS table
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind IN ('r', 'p') AND (n.nspname, c.relname) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
+    [wanted.map((t) => t.schema), wanted.map((t) => t.table)],
+  );
+  const existing = found.rows as TableName[];
+  return wanted.filter((want) => !existing.some((table) => sameTable(table, want)));
+}
+
+/**
+ * An existing publication checked against what the pipeline wants: all tables, or exactly SLOTLAKE_TABLES.
+ * Returns the differences, one phrase each (empty when it matches).
+ */
+async function publicationDifferences(
+  client: pg.Client,
+  publication: string,
+  allTables: boolean,
+  wanted: readonly TableName[] | undefined,
+): Promise<string[]> {
+  if (wanted === undefined) return allTables ? [] : ['it is not FOR ALL TABLES and SLOTLAKE_TABLES is unset'];
+  if (allTables) return ['it is FOR ALL TABLES, SLOTLAKE_TABLES names only some'];
+  const result = await client.query(
+    'SELECT schemaname AS schema, tablename AS table FROM pg_publication_tables WHERE pubname = $1',
+    [publication],
+  );
+  const published = result.rows as TableName[];
+  const differences: string[] = [];
+  const missing = wanted.filter((want) => !published.some((table) => sameTable(table, want)));
+  const extra = published.filter((table) => !wanted.some((want) => sameTable(table, want)));
+  if (missing.length > 0) differences.push(`it lacks ${missing.map(displayName).join(', ')}`);
+  if (extra.length > 0) differences.push(`it also publishes ${extra.map(displayName).join(', ')}`);
+  return differences;
+}
+
+/**
+ * Creates the publication and the slot when missing; checks them when present (tables, plugin, database),
+ * and says what differs instead of changing anything.
+ */
+export async function setupSource(settings: ConnectionSettings, want: SetupWant): Promise<SetupResult> {
+  const { publicationState, database } = await withSourceClient(settings, async (client) => {
     await assertLogicalWalLevel(client);
-    if (want.plugin !== 'pgoutput') return 'not-needed' as const;
+    const db = ((await client.query('SELECT current_database() AS db')).rows[0] as { db: string }).db;
+    if (want.tables) {
+      const missing = await missingTables(client, want.tables);
+      if (missing.length > 0)
+        throw new SlotlakeError(
+          `table${missing.length > 1 ? 's' : ''} ${missing.map(displayName).join(', ')} (from SLOTLAKE_TABLES) do${missing.length > 1 ? '' : 'es'} not exist in database ${db}`,
+          {
+            kind: 'config',
+            hint: 'fix SLOTLAKE_TABLES: a comma list of schema.table, names written as in SQL (quote mixed-case names: public."Orders")',
+          },
+        );
+    }
+    if (want.plugin !== 'pgoutput') return { publicationState: 'not-needed' as const, database: db };
     const existing = await client.query('SELECT puballtables FROM pg_publication WHERE pubname = $1', [
       want.publication,
     ]);
-    if (existing.rowCount !== 0) return 'exists' as const;
-    if (want.tables) {
-      for (const table of want.tables) {
-        const [schema, name] = table.split('.') as [string, string];
-        const found = await client.query('SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = $2', [
-          schema,
-          name,
-        ]);
-        if (found.rowCount === 0)
-          throw new SlotlakeError(`table ${table} (from SLOTLAKE_TABLES) does not exist`, {
+    if (existing.rowCount !== 0) {
+      const row = existing.rows[0] as { puballtables: boolean };
+      const differences = await publicationDifferences(
+        client,
+        want.publication,
+        row.puballtables,
+        want.tables,
+      );
+      if (differences.length > 0)
+        throw new SlotlakeError(
+          `publication ${quoteIdentifier(want.publication)} exists but does not match this pipeline: ${differences.join('; ')}`,
+          {
             kind: 'config',
-            hint: 'fix SLOTLAKE_TABLES: a comma list of existing schema.table names',
-          });
-      }
-      const list = want.tables.map((table) => table.split('.').map(quoteIdentifier).join('.')).join(', ');
-      await client.query(`CREATE PUBLICATION ${quoteIdentifier(want.publication)} FOR TABLE ${list}`);
+            hint: 'setup checks an existing publication and changes nothing: fix SLOTLAKE_TABLES, or ALTER PUBLICATION to match, or choose another SLOTLAKE_PUBLICATION',
+          },
+        );
+      return { publicationState: 'exists' as const, database: db };
+    }
+    if (want.tables) {
+      await client.query(
+        `CREATE PUBLICATION ${quoteIdentifier(want.publication)} FOR TABLE ${want.tables.map(qualifiedName).join(', ')}`,
+      );
     } else {
       await client.query(`CREATE PUBLICATION ${quoteIdentifier(want.publication)} FOR ALL TABLES`);
     }
-    return 'created' as const;
+    return { publicationState: 'created' as const, database: db };
   });
   const slotState = await withSourceClient(settings, (client) => readSlot(client, want.slot));
   if (slotState) {
-    if (slotState.slotType !== 'logical' || slotState.plugin !== want.plugin) {
+    const differences: string[] = [];
+    if (slotState.slotType !== 'logical') differences.push(`it is a ${slotState.slotType} slot, not logical`);
+    else if (slotState.plugin !== want.plugin)
+      differences.push(`its plugin is ${slotState.plugin}, SLOTLAKE_PLUGIN is ${want.plugin}`);
+    if (slotState.slotType === 'logical' && slotState.database !== database)
+      differences.push(`it belongs to database ${slotState.database}, this connection is to ${database}`);
+    if (differences.length > 0)
       throw new SlotlakeError(
-        `replication slot "${want.slot}" exists but is a ${slotState.slotType} slot for "${slotState.plugin}", not logical "${want.plugin}"`,
-        { kind: 'slot-invalid', hint: 'choose another SLOTLAKE_SLOT or drop that slot' },
+        `replication slot "${want.slot}" exists but does not match this pipeline: ${differences.join('; ')}`,
+        {
+          kind: 'slot-invalid',
+          hint: 'setup changes nothing that exists: choose another SLOTLAKE_SLOT, fix SLOTLAKE_PLUGIN or the database, or drop that slot',
+        },
       );
-    }
     return { publication: publicationState, slot: 'exists', slotLsn: slotState.confirmedFlushLsn };
   }
   const connection = await ReplicationConnection.open(settings);

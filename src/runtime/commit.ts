@@ -138,7 +138,8 @@ export class CommitSequence {
       createdAt: new Date().toISOString(),
       objects: objects.map((object) => ({
         key: object.key,
-        table: `${object.schema}.${object.table}`,
+        schema: object.schema,
+        table: object.table,
         dt: object.dt,
         rows: object.rows,
         bytes: object.bytes,

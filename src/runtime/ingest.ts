@@ -30,6 +30,7 @@ import type { TypeInfo } from '../decoding/values.js';
 import { Wal2jsonDecoder, wal2jsonPluginOptions } from '../decoding/wal2json.js';
 import { classify, DecodeError, SlotlakeError } from '../errors.js';
 import { formatLsn, maxLsn, ZERO_LSN, type Lsn } from '../lsn.js';
+import { publicationNamesOption } from '../names.js';
 import type { Logger } from '../log.js';
 import { unixMicrosFromPostgres, type XLogDataFrame } from '../protocol/frames.js';
 import { RelationEncoder, transactionSource, type Op, type TransactionSource } from '../pipeline/records.js';
@@ -130,14 +131,12 @@ function messageDecoder(
 
 function pluginOptions(config: Config): Record<string, string> {
   if (config.plugin === 'wal2json') {
-    return wal2jsonPluginOptions(
-      config.tables?.map((name) => {
-        const [schema, table] = name.split('.') as [string, string];
-        return { schema, table };
-      }),
-    );
+    return wal2jsonPluginOptions(config.tables);
   }
-  return { proto_version: String(config.protocolVersion), publication_names: config.publication };
+  return {
+    proto_version: String(config.protocolVersion),
+    publication_names: publicationNamesOption([config.publication]),
+  };
 }
 
 export async function runIngest(options: RunOptions): Promise<RunSummary> {

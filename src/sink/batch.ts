@@ -15,6 +15,7 @@ import { mkdirSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { lsnKey, type Lsn } from '../lsn.js';
+import { tableKeySegment } from '../names.js';
 import type { Deadline } from '../support/deadline.js';
 import { killPoint } from '../support/kill-points.js';
 import { withRetry } from '../support/retry.js';
@@ -36,7 +37,7 @@ export interface ArchivedObject {
 export function objectKey(identity: SpoolIdentity, lastCommitLsn: Lsn, extension = 'jsonl.gz'): string {
   const part = identity.startsMidTransaction ? `-${String(identity.firstSeq).padStart(10, '0')}` : '';
   return (
-    `data/${identity.schema}.${identity.table}/dt=${identity.dt}/` +
+    `data/${tableKeySegment(identity)}/dt=${identity.dt}/` +
     `${lsnKey(identity.firstCommitLsn)}-${lsnKey(lastCommitLsn)}${part}.${extension}`
   );
 }

@@ -225,7 +225,8 @@ describe('CommitSequence', () => {
       objects: [
         {
           key: OBJECT_A,
-          table: 'public.a',
+          schema: 'public',
+          table: 'a',
           dt: '2025-11-24',
           rows: 2,
           bytes: result.objects[0]!.bytes,
@@ -234,7 +235,8 @@ describe('CommitSequence', () => {
         },
         {
           key: OBJECT_B,
-          table: 'public.b',
+          schema: 'public',
+          table: 'b',
           dt: '2025-11-24',
           rows: 1,
           bytes: result.objects[1]!.bytes,

@@ -48,12 +48,13 @@ describe('defaults', () => {
       databaseUrl: undefined,
       slot: 'slotlake',
       publication: 'slotlake',
-      tables: undefined,
       plugin: 'pgoutput',
       pipeline: 'slotlake',
       bucket: 'my-lake',
+      bucketName: 'my-lake',
       prefix: '',
       checkpointTable: 'slotlake-checkpoints',
+      checkpointTableName: 'slotlake-checkpoints',
       format: 'jsonl',
       batchMaxRows: 500_000,
       batchMaxBytes: 256 * 1024 ** 2,
@@ -61,17 +62,18 @@ describe('defaults', () => {
       objectMaxBytes: 128 * 1024 ** 2,
       safetyMarginMs: 2_000,
       statusIntervalMs: 10_000,
-      idleTimeoutMs: undefined,
       protocolVersion: 1,
       slotPositionPolicy: 'fail',
+      onSourceChange: 'fail',
       leaseDurationMs: 60_000,
-      spoolDir: undefined,
       readBufferBytes: 8 * 1024 ** 2,
-      testStopAfterChanges: undefined,
       reconnectAttempts: 3,
-      killAt: undefined,
+      debugStack: false,
       logLevel: 'INFO',
     });
+    // settings without a default are absent, and read as undefined
+    for (const unset of ['tables', 'idleTimeoutMs', 'spoolDir', 'killAt', 'testStopAfterChanges'] as const)
+      assert.equal(config[unset], undefined);
   });
 
   it('treats an empty variable as unset', () => {
@@ -93,7 +95,7 @@ describe('values are parsed', () => {
       DATABASE_URL: 'postgresql://app:secret@db.internal:5432/shop',
       SLOTLAKE_SLOT: 'shop_2024',
       SLOTLAKE_PUBLICATION: 'Shop_Pub',
-      SLOTLAKE_TABLES: 'public.orders, sales.line_items ,',
+      SLOTLAKE_TABLES: 'public.orders, sales."Line Items" ,',
       SLOTLAKE_PLUGIN: 'wal2json',
       SLOTLAKE_PREFIX: 'cdc/shop/',
       SLOTLAKE_BATCH_MAX_ROWS: '1000',
@@ -115,7 +117,10 @@ describe('values are parsed', () => {
     assert.equal(config.databaseUrl, 'postgresql://app:secret@db.internal:5432/shop');
     assert.equal(config.slot, 'shop_2024');
     assert.equal(config.publication, 'Shop_Pub');
-    assert.deepEqual(config.tables, ['public.orders', 'sales.line_items']);
+    assert.deepEqual(config.tables, [
+      { schema: 'public', table: 'orders' },
+      { schema: 'sales', table: 'Line Items' },
+    ]);
     assert.equal(config.plugin, 'wal2json');
     assert.equal(config.prefix, 'cdc/shop/');
     assert.equal(config.batchMaxRows, 1000);
@@ -174,13 +179,22 @@ describe('bad values', () => {
     }
   });
 
-  it('publication names are plain identifiers', () => {
-    for (const good of ['slotlake', 'Shop_Pub', '_p1', 'p'.repeat(63)]) {
+  it('publication names are taken exactly as the catalog holds them (case, spaces, quotes, unicode)', () => {
+    for (const good of [
+      'slotlake',
+      'OrdersPub',
+      'my pub',
+      'my-pub',
+      '1pub',
+      'a"b',
+      "it's",
+      'pübl 😀',
+      'p'.repeat(63),
+    ]) {
       assert.equal(load({ SLOTLAKE_PUBLICATION: good }).publication, good);
     }
-    for (const bad of ['1pub', 'my-pub', 'my pub', 'pub;drop', 'p'.repeat(64), '"pub"']) {
-      rejects('SLOTLAKE_PUBLICATION', bad);
-    }
+    // Postgres names are at most 63 bytes (NAMEDATALEN - 1): longer ones would be silently truncated
+    for (const bad of ['p'.repeat(64), 'ü'.repeat(32)]) rejects('SLOTLAKE_PUBLICATION', bad);
   });
 
   it('bucket names follow S3 rules', () => {
@@ -208,7 +222,19 @@ describe('bad values', () => {
   });
 
   it('tables are schema.table, at least one', () => {
-    for (const bad of ['orders', 'public.orders,items', 'a.b.c', ' , ']) rejects('SLOTLAKE_TABLES', bad);
+    for (const bad of ['orders', 'public.orders,items', 'a.b.c', ' , ', 'public."unterminated', 'public.""'])
+      rejects('SLOTLAKE_TABLES', bad);
+  });
+
+  it('table names are read as SQL reads them: unquoted fold to lower case, quoted are exact', () => {
+    assert.deepEqual(load({ SLOTLAKE_TABLES: 'Public.Orders' }).tables, [
+      { schema: 'public', table: 'orders' },
+    ]);
+    assert.deepEqual(load({ SLOTLAKE_TABLES: '"My Schema"."a/b", "x""y".t😀, s."It\'s"' }).tables, [
+      { schema: 'My Schema', table: 'a/b' },
+      { schema: 'x"y', table: 't😀' },
+      { schema: 's', table: "It's" },
+    ]);
   });
 
   it('read buffer, reconnect attempts and kill points', () => {
@@ -224,6 +250,7 @@ describe('bad values', () => {
     rejects('SLOTLAKE_FORMAT', 'csv');
     rejects('SLOTLAKE_PROTO_VERSION', '5');
     rejects('SLOTLAKE_SLOT_POSITION_POLICY', 'ignore');
+    rejects('SLOTLAKE_ON_SOURCE_CHANGE', 'ignore');
     rejects('SLOTLAKE_LOG_LEVEL', 'TRACE');
     rejects('SLOTLAKE_CHECKPOINT_TABLE', 'ab');
   });
