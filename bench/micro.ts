@@ -161,20 +161,12 @@ export async function runMicro(budgetMs: number): Promise<MicroResult> {
   const dir = mkdtempSync(join(tmpdir(), 'slotlake-bench-spool-'));
   let spool: StageResult;
   try {
-    const commitLsn = begin.finalLsn;
-    const object = new SpooledObject(join(dir, 'bench.jsonl.gz'), {
-      schema: relation.namespace,
-      table: relation.name,
-      dt: '2026-01-01',
-      firstCommitLsn: commitLsn,
-      firstSeq: 0,
-      startsMidTransaction: false,
-    });
+    const object = new SpooledObject(join(dir, 'bench.jsonl.gz'));
     let rows = 0;
     const started = performance.now();
     while (performance.now() - started < budgetMs) {
       for (let i = 0; i < 10_000; i++) {
-        if (!object.write(lines[rows & 4095]!, commitLsn)) await object.drain();
+        if (!object.write(lines[rows & 4095]!)) await object.drain();
         rows++;
       }
     }

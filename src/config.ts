@@ -197,7 +197,10 @@ const SETTINGS = {
   }),
   leaseDurationMs: setting({
     env: 'SLOTLAKE_LEASE_DURATION',
-    schema: duration.refine((ms) => ms >= 3000, 'at least 3s'),
+    schema: duration.refine(
+      (ms) => ms >= 2000,
+      'at least 2s (the run stops writing a second before the lease ends)',
+    ),
     default: '60s',
     doc: 'how long a run holds the pipeline lease without renewing it',
   }),

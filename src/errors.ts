@@ -48,6 +48,8 @@ export interface SlotlakeErrorOptions {
   hint?: string;
   cause?: unknown;
   origin?: ErrorOrigin;
+  /** The SQLSTATE of a Postgres error. */
+  sqlState?: string;
 }
 
 export class SlotlakeError extends Error {
@@ -57,6 +59,8 @@ export class SlotlakeError extends Error {
   readonly hint: string | undefined;
   /** The system the failing call talked to, when it talked to one. */
   readonly origin: ErrorOrigin | undefined;
+  /** The SQLSTATE of a Postgres error, for call sites that refine it with what they know. */
+  readonly sqlState: string | undefined;
 
   constructor(message: string, options: SlotlakeErrorOptions) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -64,6 +68,7 @@ export class SlotlakeError extends Error {
     this.retryable = options.retryable ?? false;
     this.hint = options.hint;
     this.origin = options.origin;
+    this.sqlState = options.sqlState;
   }
 
   /** True for a dropped or failed connection to the source database (the one case a run reconnects for). */
@@ -208,7 +213,7 @@ export function classify(error: unknown, site: CallSite = {}): SlotlakeError {
 
 function classifyPg(code: string, message: string, cause: unknown): SlotlakeError {
   const make = (kind: ErrorKind, hint: string, retryable = false) =>
-    new SlotlakeError(message, { kind, hint, retryable, cause, origin: 'source' });
+    new SlotlakeError(message, { kind, hint, retryable, cause, origin: 'source', sqlState: code });
   if (code === '28P01' || code === '28000')
     return make('source-auth', 'check DATABASE_URL / PGUSER / PGPASSWORD and pg_hba.conf');
   if (code === '42501')

@@ -1,17 +1,19 @@
 /**
  * The pipeline's state in DynamoDB: one item per pipeline, partition key `pk` (string).
  *
- * Attributes: `lsn` (X/X) and `lsnKey` (16-hex) — the checkpoint; `partialCommitLsn` + `partialNextSeq` when a
- * transaction was cut by a deadline; `version` (+1 per checkpoint write) and `writeId` (which write stored it);
- * `leaseOwner`, `leaseExpiresAt` (epoch ms) and `fence` (+1 per acquisition) — the lease; `intentKeys` (string
- * set) — the S3 keys of the batch in flight; `pendingManifestKey` + `pendingManifest` (gzip JSON, binary) — the
- * last committed batch's manifest; `updatedAt` and `note_*` for operators. Every write is an
- * UpdateItem with a condition on the lease (and, for the checkpoint, on `version`), so a stale or fenced-off
- * run can change nothing. Reads are strongly consistent. A checkpoint write whose response was lost is
- * recognised on retry by its `writeId`.
+ * Attributes: `lsn` (X/X) and `lsnKey` (16-hex, so that string order is unsigned LSN order) — the checkpoint;
+ * `partialCommitLsn` + `partialNextSeq` when a transaction was cut mid-way; `sourceSystemId`,
+ * `sourceTimeline`, `sourceDatabase`, `sourceSlot` — the source the LSNs belong to; `version` (+1 per
+ * checkpoint write) and `writeId` (which write stored it); `leaseOwner`, `leaseExpiresAt` (epoch ms) and
+ * `fence` (+1 per acquisition) — the lease; `intentKeys` (string set) — the S3 keys of the batch in flight;
+ * `pendingManifestKey` + `pendingManifestStagingKey` — the last committed batch's manifest, staged in S3;
+ * `uploadBytesPerMs`, `requestLatencyMs`, `commitLatencyMs` — the store speed the last run measured;
+ * `updatedAt` and `note_*` for operators. Every write is an UpdateItem with a condition on the lease (and,
+ * for the checkpoint, on `version` and on never moving `lsnKey` back on the same system), so a stale or
+ * fenced-off run can change nothing. Reads are strongly consistent. A checkpoint write whose response was
+ * lost is recognised on retry by its `writeId`.
  */
 import { randomUUID } from 'node:crypto';
-import { gunzipSync, gzipSync } from 'node:zlib';
 import {
   ConditionalCheckFailedException,
   CreateTableCommand,
@@ -33,6 +35,7 @@ import {
   type CheckpointUpdate,
   type Lease,
   type PendingManifest,
+  type StoreSpeed,
 } from './store.js';
 
 export function createDynamoClient(): DynamoDBClient {
@@ -47,12 +50,43 @@ export function createDynamoClient(): DynamoDBClient {
 type Item = Record<string, AttributeValue>;
 
 const HOLDS_LEASE = 'leaseOwner = :owner AND fence = :fence';
+const ORIGIN = { origin: 'checkpoint-store' } as const;
 
 function leaseValues(lease: Lease): Item {
   return { ':owner': { S: lease.owner }, ':fence': { N: String(lease.fence) } };
 }
 
+function speedOf(item: Item): StoreSpeed | undefined {
+  const upload = item.uploadBytesPerMs?.N;
+  const latency = item.requestLatencyMs?.N;
+  const commit = item.commitLatencyMs?.N;
+  if (upload === undefined || latency === undefined || commit === undefined) return undefined;
+  return {
+    uploadBytesPerMs: Number(upload),
+    requestLatencyMs: Number(latency),
+    commitLatencyMs: Number(commit),
+  };
+}
+
+function speedValues(speed: StoreSpeed): { sets: string[]; values: Item } {
+  return {
+    sets: [
+      'uploadBytesPerMs = :uploadBytesPerMs',
+      'requestLatencyMs = :requestLatencyMs',
+      'commitLatencyMs = :commitLatencyMs',
+    ],
+    values: {
+      ':uploadBytesPerMs': { N: String(Math.max(0.001, speed.uploadBytesPerMs)) },
+      ':requestLatencyMs': { N: String(Math.round(speed.requestLatencyMs)) },
+      ':commitLatencyMs': { N: String(Math.round(speed.commitLatencyMs)) },
+    },
+  };
+}
+
 export class DynamoCheckpointStore implements CheckpointStore {
+  /** Write ids of attempts whose outcome is unknown (the request may have taken effect). */
+  private readonly pendingWriteIds = new Set<string>();
+
   constructor(
     private readonly client: DynamoDBClient,
     private readonly table: string,
@@ -70,10 +104,7 @@ export class DynamoCheckpointStore implements CheckpointStore {
       );
       return result.Item;
     } catch (error) {
-      throw classify(error, {
-        origin: 'checkpoint-store',
-        what: `reading the checkpoint from DynamoDB table ${this.table}`,
-      });
+      throw classify(error, { ...ORIGIN, what: `reading the checkpoint from DynamoDB table ${this.table}` });
     }
   }
 
@@ -83,6 +114,7 @@ export class DynamoCheckpointStore implements CheckpointStore {
   }
 
   async acquire(owner: string, durationMs: number, nowMs: number): Promise<Acquisition> {
+    const expiresAtMs = Math.round(nowMs + durationMs);
     try {
       const result = await this.client.send(
         new UpdateItemCommand({
@@ -94,25 +126,28 @@ export class DynamoCheckpointStore implements CheckpointStore {
             'attribute_not_exists(leaseOwner) OR leaseExpiresAt < :now OR leaseOwner = :owner',
           ExpressionAttributeValues: {
             ':owner': { S: owner },
-            ':expires': { N: String(Math.round(nowMs + durationMs)) },
+            ':expires': { N: String(expiresAtMs) },
             ':now': { N: String(Math.round(nowMs)) },
             ':zero': { N: '0' },
             ':one': { N: '1' },
           },
-          ReturnValues: 'ALL_NEW',
+          // The item as it was: the checkpoint, the intent, and the lease this acquisition replaces.
+          ReturnValues: 'ALL_OLD',
         }),
       );
-      const item = result.Attributes ?? {};
+      const old = result.Attributes ?? {};
+      const previousOwner = old.leaseOwner?.S;
       return {
         acquired: true,
-        lease: {
-          owner,
-          fence: Number(item.fence?.N ?? '0'),
-          expiresAtMs: Number(item.leaseExpiresAt?.N ?? '0'),
-        },
-        checkpoint: checkpointOf(item),
-        intentKeys: item.intentKeys?.SS ?? [],
-        pendingManifest: pendingManifestOf(item),
+        lease: { owner, fence: Number(old.fence?.N ?? '0') + 1, expiresAtMs },
+        checkpoint: checkpointOf(old),
+        intentKeys: old.intentKeys?.SS ?? [],
+        pendingManifest: pendingManifestOf(old),
+        takenOver:
+          previousOwner !== undefined && previousOwner !== owner
+            ? { owner: previousOwner, expiresAtMs: Number(old.leaseExpiresAt?.N ?? '0') }
+            : undefined,
+        speed: speedOf(old),
       };
     } catch (error) {
       if (error instanceof ConditionalCheckFailedException) {
@@ -121,56 +156,72 @@ export class DynamoCheckpointStore implements CheckpointStore {
           acquired: false,
           holder: item?.leaseOwner?.S,
           expiresAtMs: item?.leaseExpiresAt?.N === undefined ? undefined : Number(item.leaseExpiresAt.N),
+          checkpoint: item ? checkpointOf(item) : null,
         };
       }
-      throw classify(error, {
-        origin: 'checkpoint-store',
-        what: `acquiring the lease in DynamoDB table ${this.table}`,
-      });
+      throw classify(error, { ...ORIGIN, what: `acquiring the lease in DynamoDB table ${this.table}` });
     }
   }
 
-  private async updateUnderLease(lease: Lease, update: string, values: Item, what: string): Promise<Item> {
+  private async updateUnderLease(
+    lease: Lease,
+    update: string,
+    values: Item,
+    what: string,
+    signal?: AbortSignal,
+  ): Promise<void> {
     try {
-      const result = await this.client.send(
+      await this.client.send(
         new UpdateItemCommand({
           TableName: this.table,
           Key: this.key,
           UpdateExpression: update,
           ConditionExpression: HOLDS_LEASE,
           ExpressionAttributeValues: { ...leaseValues(lease), ...values },
-          ReturnValues: 'ALL_NEW',
         }),
+        signal ? { abortSignal: signal } : {},
       );
-      return result.Attributes ?? {};
     } catch (error) {
+      if (signal?.aborted) throw signal.reason;
       if (error instanceof ConditionalCheckFailedException) throw leaseLostError(this.pipeline, error);
-      throw classify(error, { origin: 'checkpoint-store', what: `${what} in DynamoDB table ${this.table}` });
+      throw classify(error, { ...ORIGIN, what: `${what} in DynamoDB table ${this.table}` });
     }
   }
 
-  async renew(lease: Lease, durationMs: number, nowMs: number): Promise<Lease> {
+  async renew(lease: Lease, durationMs: number, nowMs: number, signal?: AbortSignal): Promise<Lease> {
     const expiresAtMs = Math.round(nowMs + durationMs);
     await this.updateUnderLease(
       lease,
       'SET leaseExpiresAt = :expires',
       { ':expires': { N: String(expiresAtMs) } },
       'renewing the lease',
+      signal,
     );
     return { ...lease, expiresAtMs };
   }
 
-  async release(lease: Lease): Promise<void> {
-    await this.updateUnderLease(lease, 'REMOVE leaseOwner, leaseExpiresAt', {}, 'releasing the lease');
+  async release(lease: Lease, speed?: StoreSpeed): Promise<void> {
+    if (speed) {
+      const { sets, values } = speedValues(speed);
+      await this.updateUnderLease(
+        lease,
+        `SET ${sets.join(', ')} REMOVE leaseOwner, leaseExpiresAt`,
+        values,
+        'releasing the lease',
+      );
+    } else {
+      await this.updateUnderLease(lease, 'REMOVE leaseOwner, leaseExpiresAt', {}, 'releasing the lease');
+    }
   }
 
-  async recordIntent(lease: Lease, keys: readonly string[]): Promise<void> {
+  async recordIntent(lease: Lease, keys: readonly string[], signal?: AbortSignal): Promise<void> {
     if (keys.length === 0) return;
     await this.updateUnderLease(
       lease,
       'ADD intentKeys :keys',
       { ':keys': { SS: [...new Set(keys)] } },
       'recording the intent',
+      signal,
     );
   }
 
@@ -178,7 +229,12 @@ export class DynamoCheckpointStore implements CheckpointStore {
     await this.updateUnderLease(lease, 'REMOVE intentKeys', {}, 'clearing the intent');
   }
 
-  async write(update: CheckpointUpdate, expectedVersion: number | null, lease: Lease): Promise<Checkpoint> {
+  async write(
+    update: CheckpointUpdate,
+    expectedVersion: number | null,
+    lease: Lease,
+    signal?: AbortSignal,
+  ): Promise<Checkpoint> {
     const version = (expectedVersion ?? 0) + 1;
     const updatedAt = new Date().toISOString();
     const writeId = randomUUID();
@@ -190,6 +246,10 @@ export class DynamoCheckpointStore implements CheckpointStore {
       ':version': { N: String(version) },
       ':updatedAt': { S: updatedAt },
       ':writeId': { S: writeId },
+      ':systemId': { S: update.source.systemId },
+      ':timeline': { N: String(update.source.timeline) },
+      ':database': { S: update.source.database },
+      ':slot': { S: update.source.slot },
     };
     const sets = [
       'lsn = :lsn',
@@ -197,6 +257,10 @@ export class DynamoCheckpointStore implements CheckpointStore {
       '#version = :version',
       'updatedAt = :updatedAt',
       'writeId = :writeId',
+      'sourceSystemId = :systemId',
+      'sourceTimeline = :timeline',
+      'sourceDatabase = :database',
+      'sourceSlot = :slot',
     ];
     const removes = ['intentKeys'];
     if (update.partial) {
@@ -207,24 +271,38 @@ export class DynamoCheckpointStore implements CheckpointStore {
       removes.push('partialCommitLsn', 'partialNextSeq');
     }
     if (update.manifest) {
-      sets.push('pendingManifestKey = :manifestKey', 'pendingManifest = :manifest');
+      sets.push('pendingManifestKey = :manifestKey', 'pendingManifestStagingKey = :manifestStagingKey');
       values[':manifestKey'] = { S: update.manifest.key };
-      values[':manifest'] = { B: gzipSync(update.manifest.body) };
+      values[':manifestStagingKey'] = { S: update.manifest.stagingKey };
     } else {
-      removes.push('pendingManifestKey', 'pendingManifest');
+      removes.push('pendingManifestKey', 'pendingManifestStagingKey');
+    }
+    if (update.speed) {
+      const speed = speedValues(update.speed);
+      sets.push(...speed.sets);
+      Object.assign(values, speed.values);
     }
     for (const [name, value] of Object.entries(update.note ?? {})) {
-      const placeholder = `:note_${name.replace(/[^A-Za-z0-9_]/g, '_')}`;
-      sets.push(`note_${name.replace(/[^A-Za-z0-9_]/g, '_')} = ${placeholder}`);
-      values[placeholder] = typeof value === 'number' ? { N: String(value) } : { S: value };
+      const safe = name.replace(/[^A-Za-z0-9_]/g, '_');
+      sets.push(`note_${safe} = :note_${safe}`);
+      values[`:note_${safe}`] = typeof value === 'number' ? { N: String(value) } : { S: value };
     }
-    let condition = HOLDS_LEASE;
+    // The lease, the version read before, and never backwards on the same system (16-hex strings compare
+    // as unsigned 64-bit LSNs; another system's or database's positions are unrelated, so a run that
+    // accepted a new source may start lower).
+    let condition = `${HOLDS_LEASE} AND (attribute_not_exists(lsnKey) OR lsnKey <= :lsnKey OR attribute_not_exists(sourceSystemId) OR sourceSystemId <> :systemId OR sourceDatabase <> :database)`;
     if (expectedVersion === null) condition += ' AND attribute_not_exists(#version)';
     else {
       condition += ' AND #version = :expected';
       values[':expected'] = { N: String(expectedVersion) };
     }
-    const written: Checkpoint = { lsn: update.lsn, partial: update.partial, version, updatedAt };
+    const written: Checkpoint = {
+      lsn: update.lsn,
+      partial: update.partial,
+      source: update.source,
+      version,
+      updatedAt,
+    };
     try {
       await this.client.send(
         new UpdateItemCommand({
@@ -235,62 +313,75 @@ export class DynamoCheckpointStore implements CheckpointStore {
           ExpressionAttributeNames: names,
           ExpressionAttributeValues: values,
         }),
+        signal ? { abortSignal: signal } : {},
       );
       return written;
     } catch (error) {
-      if (error instanceof ConditionalCheckFailedException) {
-        const item = await this.getItem();
-        if (item?.leaseOwner?.S !== lease.owner || Number(item?.fence?.N) !== lease.fence)
-          throw leaseLostError(this.pipeline, error);
-        // An earlier attempt of this same logical write may have taken effect (its response lost).
-        const stored = item ? checkpointOf(item) : null;
-        if (
-          stored &&
-          this.pendingWriteIds.has(item?.writeId?.S ?? '') &&
-          stored.lsn === update.lsn &&
-          stored.partial?.commitLsn === update.partial?.commitLsn &&
-          stored.partial?.nextSeq === update.partial?.nextSeq &&
-          stored.version === version
-        ) {
-          return stored;
-        }
+      if (!(error instanceof ConditionalCheckFailedException)) {
+        this.pendingWriteIds.add(writeId);
+        if (signal?.aborted) throw signal.reason;
+        throw classify(error, { ...ORIGIN, what: `writing the checkpoint to DynamoDB table ${this.table}` });
+      }
+      const item = await this.getItem();
+      if (item?.leaseOwner?.S !== lease.owner || Number(item?.fence?.N) !== lease.fence)
+        throw leaseLostError(this.pipeline, error);
+      // An earlier attempt of this same logical write may have taken effect (its response lost).
+      const stored = item ? checkpointOf(item) : null;
+      if (
+        stored &&
+        this.pendingWriteIds.has(item?.writeId?.S ?? '') &&
+        stored.lsn === update.lsn &&
+        stored.partial?.commitLsn === update.partial?.commitLsn &&
+        stored.partial?.nextSeq === update.partial?.nextSeq &&
+        stored.version === version
+      ) {
+        return stored;
+      }
+      if (stored && stored.version === expectedVersion && stored.lsn > update.lsn) {
         throw new SlotlakeError(
-          `the checkpoint of pipeline ${this.pipeline} changed under this run (expected version ${expectedVersion})`,
-          {
-            kind: 'checkpoint-conflict',
-            hint: 'another run is working on this pipeline; nothing was acknowledged',
-            cause: error,
-          },
+          `refusing to move the checkpoint of pipeline ${this.pipeline} back from ${formatLsn(stored.lsn)} to ${formatLsn(update.lsn)}`,
+          { kind: 'internal', origin: 'checkpoint-store', cause: error },
         );
       }
-      this.pendingWriteIds.add(writeId);
-      throw classify(error, {
-        origin: 'checkpoint-store',
-        what: `writing the checkpoint to DynamoDB table ${this.table}`,
-      });
+      throw new SlotlakeError(
+        `the checkpoint of pipeline ${this.pipeline} changed under this run (expected version ${expectedVersion})`,
+        {
+          kind: 'checkpoint-conflict',
+          origin: 'checkpoint-store',
+          hint: 'another run is working on this pipeline; nothing was acknowledged',
+          cause: error,
+        },
+      );
     }
   }
-
-  /** Write ids of attempts whose outcome is unknown (the request may have taken effect). */
-  private readonly pendingWriteIds = new Set<string>();
 }
 
 function pendingManifestOf(item: Item): PendingManifest | undefined {
   const key = item.pendingManifestKey?.S;
-  const body = item.pendingManifest?.B;
-  if (!key || !body) return undefined;
-  return { key, body: gunzipSync(body).toString('utf8') };
+  const stagingKey = item.pendingManifestStagingKey?.S;
+  if (!key || !stagingKey) return undefined;
+  return { key, stagingKey };
 }
 
 function checkpointOf(item: Item): Checkpoint | null {
   const text = item.lsn?.S;
   if (!text) return null;
   const partialLsn = item.partialCommitLsn?.S;
+  const systemId = item.sourceSystemId?.S;
   return {
     lsn: parseLsn(text),
     partial: partialLsn
       ? { commitLsn: parseLsn(partialLsn), nextSeq: Number(item.partialNextSeq?.N ?? '0') }
       : undefined,
+    source:
+      systemId === undefined
+        ? undefined
+        : {
+            systemId,
+            timeline: Number(item.sourceTimeline?.N ?? '0'),
+            database: item.sourceDatabase?.S ?? '',
+            slot: item.sourceSlot?.S ?? '',
+          },
     version: Number(item.version?.N ?? '0'),
     updatedAt: item.updatedAt?.S ?? '',
   };

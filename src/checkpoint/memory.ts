@@ -1,4 +1,7 @@
-/** An in-memory CheckpointStore with the same conditional semantics as DynamoDB's, for fast tests. */
+/**
+ * An in-memory CheckpointStore with the same conditional semantics as the DynamoDB one (checkpoint/dynamodb.ts),
+ * for fast tests of the commit sequence and the run loop. Both pass the same contract suite.
+ */
 import { SlotlakeError } from '../errors.js';
 import {
   leaseLostError,
@@ -8,7 +11,12 @@ import {
   type CheckpointUpdate,
   type Lease,
   type PendingManifest,
+  type StoreSpeed,
 } from './store.js';
+
+function aborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw signal.reason;
+}
 
 export class MemoryCheckpointStore implements CheckpointStore {
   current: Checkpoint | null = null;
@@ -16,7 +24,10 @@ export class MemoryCheckpointStore implements CheckpointStore {
   fence = 0;
   intent = new Set<string>();
   pendingManifest: PendingManifest | undefined;
+  speed: StoreSpeed | undefined;
   writes = 0;
+  /** Every acquisition, in order: the store's own account of who held the lease when. */
+  readonly history: Array<{ owner: string; fence: number; atMs: number }> = [];
 
   async read(): Promise<Checkpoint | null> {
     return this.current;
@@ -24,16 +35,28 @@ export class MemoryCheckpointStore implements CheckpointStore {
 
   async acquire(owner: string, durationMs: number, nowMs: number): Promise<Acquisition> {
     if (this.lease && this.lease.owner !== owner && this.lease.expiresAtMs >= nowMs) {
-      return { acquired: false, holder: this.lease.owner, expiresAtMs: this.lease.expiresAtMs };
+      return {
+        acquired: false,
+        holder: this.lease.owner,
+        expiresAtMs: this.lease.expiresAtMs,
+        checkpoint: this.current,
+      };
     }
+    const previous = this.lease;
     this.fence++;
     this.lease = { owner, fence: this.fence, expiresAtMs: nowMs + durationMs };
+    this.history.push({ owner, fence: this.fence, atMs: nowMs });
     return {
       acquired: true,
       lease: this.lease,
       checkpoint: this.current,
       intentKeys: [...this.intent],
       pendingManifest: this.pendingManifest,
+      takenOver:
+        previous && previous.owner !== owner
+          ? { owner: previous.owner, expiresAtMs: previous.expiresAtMs }
+          : undefined,
+      speed: this.speed,
     };
   }
 
@@ -42,17 +65,21 @@ export class MemoryCheckpointStore implements CheckpointStore {
       throw leaseLostError('in memory');
   }
 
-  async renew(lease: Lease, durationMs: number, nowMs: number): Promise<Lease> {
+  async renew(lease: Lease, durationMs: number, nowMs: number, signal?: AbortSignal): Promise<Lease> {
+    aborted(signal);
     this.check(lease);
     this.lease = { ...lease, expiresAtMs: nowMs + durationMs };
     return this.lease;
   }
 
-  async release(lease: Lease): Promise<void> {
-    if (this.lease?.owner === lease.owner && this.lease.fence === lease.fence) this.lease = undefined;
+  async release(lease: Lease, speed?: StoreSpeed): Promise<void> {
+    this.check(lease);
+    this.lease = undefined;
+    if (speed) this.speed = speed;
   }
 
-  async recordIntent(lease: Lease, keys: readonly string[]): Promise<void> {
+  async recordIntent(lease: Lease, keys: readonly string[], signal?: AbortSignal): Promise<void> {
+    aborted(signal);
     this.check(lease);
     for (const key of keys) this.intent.add(key);
   }
@@ -62,25 +89,37 @@ export class MemoryCheckpointStore implements CheckpointStore {
     this.intent.clear();
   }
 
-  async write(update: CheckpointUpdate, expectedVersion: number | null, lease: Lease): Promise<Checkpoint> {
+  async write(
+    update: CheckpointUpdate,
+    expectedVersion: number | null,
+    lease: Lease,
+    signal?: AbortSignal,
+  ): Promise<Checkpoint> {
+    aborted(signal);
     this.check(lease);
     const stored = this.current?.version ?? null;
     if (stored !== expectedVersion) {
       throw new SlotlakeError(`checkpoint version is ${stored}, expected ${expectedVersion}`, {
         kind: 'checkpoint-conflict',
+        origin: 'checkpoint-store',
       });
     }
-    if (this.current && update.lsn < this.current.lsn) {
+    const sameSource =
+      this.current?.source?.systemId === update.source.systemId &&
+      this.current?.source?.database === update.source.database;
+    if (this.current && sameSource && update.lsn < this.current.lsn) {
       throw new SlotlakeError('refusing to move the checkpoint backwards', { kind: 'internal' });
     }
     this.current = {
       lsn: update.lsn,
       partial: update.partial,
+      source: update.source,
       version: (expectedVersion ?? 0) + 1,
       updatedAt: new Date().toISOString(),
     };
     this.intent.clear();
     this.pendingManifest = update.manifest;
+    if (update.speed) this.speed = update.speed;
     this.writes++;
     return this.current;
   }

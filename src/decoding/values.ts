@@ -59,6 +59,8 @@ export interface TypeInfo {
   readonly category?: string;
   /** `pg_type.typdelim`, the separator used when this type is an array element (`,` unless said). */
   readonly delimiter?: string;
+  /** `pg_type.typbasetype` of a domain (0 or absent otherwise). */
+  readonly baseOid?: number;
 }
 
 /** Type information by OID; a `Map<number, TypeInfo>` is one. */
@@ -638,6 +640,12 @@ function resolve(oid: number, registry: TypeRegistry | undefined, depth: number)
   if (builtin !== undefined || isFixedBuiltin(oid)) return builtin ?? identity;
   const info = registry?.get(oid);
   if (info === undefined || depth > 8) return identity;
+  if (info.baseOid !== undefined && info.baseOid !== 0 && info.baseOid !== oid) {
+    // A domain prints as its base type: over an array it is that array (mapped like it); over a scalar the
+    // contract keeps its text (domains are strings), which is the base type's text output.
+    const base = resolve(info.baseOid, registry, depth + 1);
+    return isArrayType(info.baseOid, registry) ? base : identity;
+  }
   const elementOid = info.elementOid;
   if (elementOid !== undefined && elementOid !== 0 && elementOid !== oid && (info.category ?? 'A') === 'A') {
     return arrayMapper(resolve(elementOid, registry, depth + 1), elementDelimiter(elementOid, registry));
@@ -655,6 +663,15 @@ function resolve(oid: number, registry: TypeRegistry | undefined, depth: number)
   }
   // citext, enums, domains, composites, extension types: their text output.
   return identity;
+}
+
+function isArrayType(oid: number, registry: TypeRegistry | undefined): boolean {
+  if (BUILTIN_ARRAY_ELEMENTS.has(oid)) return true;
+  const info = registry?.get(oid);
+  if (info === undefined) return false;
+  if (info.baseOid !== undefined && info.baseOid !== 0 && info.baseOid !== oid)
+    return isArrayType(info.baseOid, registry);
+  return info.category === 'A' || (info.category === undefined && info.name.startsWith('_'));
 }
 
 function findByName(

@@ -53,6 +53,20 @@ export function debianPostgresBinDir(major = 15): string | undefined {
   return existsSync(join(dir, 'postgres')) ? dir : undefined;
 }
 
+/** True when the server binaries in `bin` know the configuration parameter `name`. */
+function supportsSetting(bin: string, name: string): boolean {
+  try {
+    const described = execFileSync(join(bin, 'postgres'), ['--describe-config'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+      maxBuffer: 16 * 1024 * 1024,
+    });
+    return described.split('\n').some((line) => line.startsWith(`${name}\t`));
+  } catch {
+    return false;
+  }
+}
+
 function systemUser(): { uid: number; gid: number } | undefined {
   if (typeof process.getuid !== 'function' || process.getuid() !== 0) return undefined;
   const id = (flag: string) => Number(execFileSync('id', [flag, 'postgres']).toString().trim());
@@ -140,6 +154,11 @@ export async function startLocalPostgres(options: LocalPostgresOptions = {}): Pr
     full_page_writes: 'off',
     log_min_messages: 'warning',
     logical_decoding_work_mem: '64MB',
+    // Servers with this setting (Debian's PostgreSQL 15.20 and later minor releases) allow REPLICATION roles
+    // only the plugins it lists; the local server allows wal2json too.
+    ...(supportsSetting(bin, 'output_plugin_libraries')
+      ? { output_plugin_libraries: 'pgoutput,test_decoding,wal2json' }
+      : {}),
     ...options.settings,
   };
   const args = ['-D', dataDir, '-p', String(port)];

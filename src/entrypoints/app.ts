@@ -7,9 +7,9 @@ import { createDynamoClient, DynamoCheckpointStore, ensureCheckpointTable } from
 import { formatLsn } from '../lsn.js';
 import type { Logger } from '../log.js';
 import { readSlot, setupSource, withSourceClient } from '../replication/source.js';
-import { createS3Client, S3Archive } from '../sink/s3.js';
+import { createS3Client, S3ObjectStore } from '../sink/s3.js';
 import type { Deadline } from '../support/deadline.js';
-import { runIngest, type RunSummary } from '../runtime/ingest.js';
+import { runPipeline, type RunSummary } from '../runtime/run.js';
 import { publishRunMetrics } from '../runtime/metrics.js';
 
 export interface RunRequest {
@@ -27,11 +27,11 @@ export async function performRun(request: RunRequest): Promise<RunSummary> {
   const s3 = createS3Client();
   const dynamo = createDynamoClient();
   try {
-    const summary = await runIngest({
+    const summary = await runPipeline({
       config: request.config,
       logger: request.logger,
-      s3,
-      store: new DynamoCheckpointStore(dynamo, request.config.checkpointTable, request.config.pipeline),
+      objects: new S3ObjectStore(s3, request.config.bucket, request.config.prefix),
+      checkpoints: new DynamoCheckpointStore(dynamo, request.config.checkpointTable, request.config.pipeline),
       deadline: request.deadline,
       untilCaughtUp: request.untilCaughtUp,
       ...(request.stopSignal ? { stopSignal: request.stopSignal } : {}),
@@ -119,7 +119,7 @@ export async function performSetup(config: Config): Promise<SetupReport> {
       { slot: config.slot, publication: config.publication, plugin: config.plugin, tables: config.tables },
     );
     const table = await ensureCheckpointTable(dynamo, config.checkpointTable);
-    const bucket = await new S3Archive(s3, config.bucket, config.prefix).ensureBucket();
+    const bucket = await new S3ObjectStore(s3, config.bucket, config.prefix).ensureBucket();
     return {
       publication: source.publication,
       slot: source.slot,

@@ -11,7 +11,7 @@ import { loadConfig } from '../config.js';
 import { classify } from '../errors.js';
 import { createLogger } from '../log.js';
 import { Deadline, systemClock } from '../support/deadline.js';
-import type { RunSummary } from '../runtime/ingest.js';
+import type { RunSummary } from '../runtime/summary.js';
 import { performRun } from './app.js';
 
 const logger = createLogger((process.env.SLOTLAKE_LOG_LEVEL?.toUpperCase() as 'INFO' | undefined) ?? 'INFO');

@@ -164,6 +164,29 @@ export async function checkSource(
   return slot;
 }
 
+/**
+ * Servers with `output_plugin_libraries` (newer minor releases) let REPLICATION roles use only the listed
+ * output plugins. Returns an error naming the setting when `plugin` is not among them, undefined otherwise.
+ */
+export async function pluginNotAllowed(
+  client: pg.Client,
+  plugin: string,
+): Promise<SlotlakeError | undefined> {
+  const result = await client.query(`SELECT current_setting('output_plugin_libraries', true) AS libraries`);
+  const libraries = (result.rows[0] as { libraries: string | null }).libraries;
+  if (libraries === null || libraries === '') return undefined;
+  const allowed = libraries.split(',').map((name) => name.trim().replace(/^"|"$/g, ''));
+  if (allowed.includes(plugin)) return undefined;
+  return new SlotlakeError(
+    `the server does not allow the output plugin "${plugin}" for replication roles (output_plugin_libraries = '${libraries}')`,
+    {
+      kind: 'source-permission',
+      origin: 'source',
+      hint: `add ${plugin} to output_plugin_libraries in postgresql.conf (or the parameter group) and reload, or use SLOTLAKE_PLUGIN=pgoutput`,
+    },
+  );
+}
+
 export interface SetupResult {
   readonly publication: 'created' | 'exists' | 'not-needed';
   readonly slot: 'created' | 'exists';
@@ -292,7 +315,12 @@ export async function setupSource(settings: ConnectionSettings, want: SetupWant)
     const consistentPoint = await connection.createSlot(want.slot, want.plugin);
     return { publication: publicationState, slot: 'created', slotLsn: consistentPoint };
   } catch (error) {
-    throw classify(error, { origin: 'source', what: 'creating the replication slot' });
+    const classified = classify(error, { origin: 'source', what: 'creating the replication slot' });
+    if (classified.sqlState === '42501') {
+      const refused = await withSourceClient(settings, (client) => pluginNotAllowed(client, want.plugin));
+      if (refused) throw refused;
+    }
+    throw classified;
   } finally {
     await connection.close();
   }

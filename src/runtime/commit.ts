@@ -1,56 +1,56 @@
 /**
  * The commit sequence: the ONE place that orders durability.
  *
- *   1. intent in DynamoDB      the batch's object keys, under the lease (an object that closed early was
- *                              registered the same way just before its own upload)
- *   2. objects durable in S3   every object of the batch uploaded and confirmed
- *   3. checkpoint in DynamoDB  conditional on the lease and on the version this run last saw; in the same
- *                              atomic write: the intent is cleared and the batch's manifest is stored as
- *                              the pipeline's pending manifest
- *   4. manifest in S3          `manifests/<start>-<end>.json`, the batch's LSN range and its objects
- *   5. flush acknowledged to Postgres (standby status update with flush = checkpoint)
+ *   1. intent in DynamoDB      the batch's object keys and its staged manifest's key, under the lease (an object
+ *                              that closed early was registered the same way just before its own upload)
+ *   2. objects durable in S3   every object of the batch uploaded and confirmed; the manifest staged
+ *   3. checkpoint in DynamoDB  conditional on the lease, on the version this run last saw and on never moving
+ *                              back; in the same atomic write the intent is cleared and the staged manifest is
+ *                              recorded as the pipeline's pending manifest
+ *   4. manifest in S3          copied from staging to `manifests/<start>-<end>.json`
+ *   5. flush acknowledged to Postgres (standby status update with flush = checkpoint), if the lease is still
+ *      surely held
  *
- * Each step starts only after the previous one succeeded; a failure anywhere stops the sequence, so nothing
- * is checkpointed that is not in S3, and nothing is acknowledged that is not checkpointed. A crash between
- * 1 and 3 leaves an intent naming every object that may exist; the next run deletes them before it streams.
- * A manifest is written only for a batch whose checkpoint is stored, so readers who go by `manifests/` never
- * see an uncommitted object; a crash between 3 and 4 is repaired by the next run, which writes the pending
- * manifest again first. Only "this LSN is durable" travels back to the replication stream, through
- * `acknowledge`. Why each crash point is safe: docs/exactly-once.md.
+ * Each step starts only after the previous one succeeded; a failure anywhere stops the sequence, so nothing is
+ * checkpointed that is not in S3, and nothing is acknowledged that is not checkpointed. A crash between 1 and
+ * 3 leaves an intent naming every object that may exist; the next run deletes them before it streams. A
+ * manifest reaches `manifests/` only for a batch whose checkpoint is stored; a crash between 3 and 4 is
+ * repaired by the next run, which copies the pending manifest again first. Every call runs under the run's
+ * abort signal (deadline cutoff, lease fence). Once the checkpoint write of a batch has begun, its outcome may
+ * be unknown (a lost response), so the batch is marked and nothing may delete its objects: only the stored
+ * intent (cleared exactly when the checkpoint took effect) tells the next run what to remove.
+ * Why each crash point is safe: docs/exactly-once.md.
  */
-import { formatLsn, lsnKey, type Lsn } from '../lsn.js';
-import type {
-  Checkpoint,
-  CheckpointStore,
-  Lease,
-  PartialTransaction,
-  PendingManifest,
-} from '../checkpoint/store.js';
-import type { ArchivedObject, BatchWriter, UploadMeter } from '../sink/batch.js';
-import type { S3Archive } from '../sink/s3.js';
+import type { Checkpoint, CheckpointStore, SourceIdentity } from '../checkpoint/store.js';
+import { SlotlakeError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { formatLsn, type Lsn } from '../lsn.js';
+import type { DurablePosition } from '../pipeline/assembler.js';
+import type { ArchivedObject, BatchWriter } from '../sink/batch.js';
+import { buildManifest, manifestRelativeKey, stagingRelativeKey } from '../sink/manifest.js';
+import type { ObjectStore } from '../sink/object-store.js';
+import type { StoreSpeedMeter } from '../sink/store-speed.js';
 import type { Deadline } from '../support/deadline.js';
 import { killPoint } from '../support/kill-points.js';
 import { withRetry } from '../support/retry.js';
-
-export interface DurablePosition {
-  /** Everything committed before this LSN is archived (the checkpoint and the ack). */
-  readonly lsn: Lsn;
-  /** A transaction cut by the deadline: how many of its changes are archived. */
-  readonly partial: PartialTransaction | undefined;
-}
+import type { LeaseKeeper } from './lease.js';
 
 export interface CommitContext {
-  readonly archive: S3Archive;
-  readonly store: CheckpointStore;
+  readonly objects: ObjectStore;
+  readonly checkpoints: CheckpointStore;
   readonly logger: Logger;
   readonly deadline: Deadline;
-  readonly meter: UploadMeter;
+  readonly speed: StoreSpeedMeter;
   readonly pipeline: string;
   readonly slot: string;
   readonly runId: string;
-  /** The lease this run holds (its fence guards every write). */
-  readonly lease: () => Lease;
+  /** The source every checkpoint of this run belongs to. */
+  readonly source: SourceIdentity;
+  readonly lease: LeaseKeeper;
+  /** Aborted at the deadline's cutoff or the lease's fence. */
+  readonly signal: AbortSignal;
+  /** Reports a durable position to the server (ReplicationStream.acknowledge). */
+  readonly acknowledge: (lsn: Lsn) => void;
 }
 
 export interface CommitResult {
@@ -75,125 +75,186 @@ function samePosition(checkpoint: Checkpoint | null, position: DurablePosition):
   );
 }
 
-/** Writes a manifest stored as pending by a checkpoint whose run ended before writing it (idempotent). */
-export async function writePendingManifest(
-  archive: S3Archive,
-  manifest: PendingManifest,
-  deadline: Deadline,
+/**
+ * Progress only moves forward: (lsn, partial commit LSN, partial next seq) never decreases on one source.
+ * The one check, here, before anything is written.
+ */
+function assertForward(current: Checkpoint | null, position: DurablePosition, source: SourceIdentity): void {
+  if (
+    !current ||
+    current.source?.systemId !== source.systemId ||
+    current.source?.database !== source.database
+  )
+    return;
+  const back =
+    position.lsn < current.lsn ||
+    (position.lsn === current.lsn &&
+      current.partial !== undefined &&
+      position.partial !== undefined &&
+      (position.partial.commitLsn < current.partial.commitLsn ||
+        (position.partial.commitLsn === current.partial.commitLsn &&
+          position.partial.nextSeq < current.partial.nextSeq)));
+  if (back)
+    throw new SlotlakeError(
+      `refusing to move the checkpoint back from ${formatLsn(current.lsn)} to ${formatLsn(position.lsn)}`,
+      { kind: 'internal', hint: 'a bug: report it with the log of this run' },
+    );
+}
+
+/** Copies a committed batch's staged manifest into `manifests/` and removes the staged copy (idempotent). */
+export async function publishManifest(
+  objects: ObjectStore,
+  manifest: { key: string; stagingKey: string },
+  options: { deadline: Deadline; signal: AbortSignal; logger: Logger },
 ): Promise<void> {
-  await withRetry(() => archive.putText(manifest.key, manifest.body, 'application/json'), {
-    what: `writing manifest ${manifest.key}`,
-    origin: 'object-store',
-    deadline,
+  const retry = { origin: 'object-store' as const, deadline: options.deadline, signal: options.signal };
+  const staged = await withRetry(() => objects.exists(manifest.stagingKey, options.signal), {
+    ...retry,
+    what: `checking ${manifest.stagingKey}`,
+  });
+  if (staged) {
+    await withRetry(() => objects.copy(manifest.stagingKey, manifest.key, options.signal), {
+      ...retry,
+      what: `writing manifest ${manifest.key}`,
+    });
+  } else if (
+    !(await withRetry(() => objects.exists(manifest.key, options.signal), {
+      ...retry,
+      what: `checking ${manifest.key}`,
+    }))
+  ) {
+    options.logger.error('a committed batch has lost its staged manifest and has none in manifests/', {
+      manifest: manifest.key,
+    });
+    return;
+  }
+  await withRetry(() => objects.deleteKey(manifest.stagingKey, options.signal), {
+    ...retry,
+    what: `removing ${manifest.stagingKey}`,
+  }).catch((error: unknown) => {
+    if (options.signal.aborted) throw error;
+    options.logger.warn('could not remove a staged manifest (harmless: it is copied again or ignored)', {
+      key: manifest.stagingKey,
+    });
   });
 }
 
 export class CommitSequence {
-  private checkpointLatencyMs = 100;
-
   constructor(
     private readonly context: CommitContext,
     private current: Checkpoint | null,
-    private acknowledge: (lsn: Lsn) => void,
   ) {}
 
   get checkpoint(): Checkpoint | null {
     return this.current;
   }
 
-  private manifestKey(batch: BatchWriter): string {
-    const part = batch.firstRowContinues ? `-${String(batch.firstRowContinues.seq).padStart(10, '0')}` : '';
-    return this.context.archive.key(
-      `manifests/${lsnKey(batch.firstCommitLsn!)}-${lsnKey(batch.lastCommitLsn!)}${part}.json`,
-    );
-  }
-
-  /** Estimated time for the steps after the uploads (the upload estimate comes from the batch). */
+  /**
+   * Estimated time for the steps around the uploads: the intent and checkpoint writes, staging the manifest
+   * and copying it into place (the upload estimate comes from the batch).
+   */
   estimateTailMs(): number {
-    return this.context.meter.requestLatencyMs + this.checkpointLatencyMs + 50;
-  }
-
-  private manifestOf(
-    batch: BatchWriter,
-    objects: readonly ArchivedObject[],
-    position: DurablePosition,
-    counts: BatchCounts,
-  ): PendingManifest {
-    const key = this.manifestKey(batch);
-    const body = {
-      version: 1,
-      pipeline: this.context.pipeline,
-      slot: this.context.slot,
-      runId: this.context.runId,
-      startLsn: formatLsn(batch.firstCommitLsn!),
-      endLsn: formatLsn(batch.lastCommitLsn!),
-      previousCheckpoint: this.current ? formatLsn(this.current.lsn) : null,
-      checkpoint: formatLsn(position.lsn),
-      partial: position.partial
-        ? { commitLsn: formatLsn(position.partial.commitLsn), nextSeq: position.partial.nextSeq }
-        : null,
-      transactions: counts.transactions,
-      changes: objects.reduce((sum, object) => sum + object.rows, 0),
-      bytes: objects.reduce((sum, object) => sum + object.bytes, 0),
-      createdAt: new Date().toISOString(),
-      objects: objects.map((object) => ({
-        key: object.key,
-        schema: object.schema,
-        table: object.table,
-        dt: object.dt,
-        rows: object.rows,
-        bytes: object.bytes,
-        startLsn: formatLsn(object.firstCommitLsn),
-        endLsn: formatLsn(object.lastCommitLsn),
-      })),
-    };
-    return { key, body: `${JSON.stringify(body, null, 2)}\n` };
+    const { speed } = this.context;
+    return 2 * speed.commitMs + 2 * speed.requestMs;
   }
 
   /**
    * Makes `batch` durable and moves the checkpoint and the slot to `position`.
    * `position` must cover exactly what the batch (and earlier batches) archived.
    */
-  async commit(batch: BatchWriter, position: DurablePosition, counts: BatchCounts): Promise<CommitResult> {
-    const { archive, store, logger, deadline } = this.context;
+  async commit<R>(
+    batch: BatchWriter<R>,
+    position: DurablePosition,
+    counts: BatchCounts,
+  ): Promise<CommitResult> {
+    const { objects: store, checkpoints, logger, deadline, signal, speed } = this.context;
     const started = performance.now();
-    // 1 + 2. Intent, then objects durable in S3.
-    const objects = await batch.finish();
-    const bytes = objects.reduce((sum, object) => sum + object.bytes, 0);
-    const rows = objects.reduce((sum, object) => sum + object.rows, 0);
-    if (objects.length > 0) killPoint('after-upload');
-    const manifest = objects.length > 0 ? this.manifestOf(batch, objects, position, counts) : undefined;
-    // 3. Checkpoint (clears the intent, stores the manifest as pending).
-    if (!samePosition(this.current, position) || manifest) {
-      const expected = this.current?.version ?? null;
-      const checkpointStarted = performance.now();
-      this.current = await withRetry(
+    assertForward(this.current, position, this.context.source);
+    const manifestRelative =
+      batch.firstCommitLsn !== undefined && batch.lastCommitLsn !== undefined
+        ? manifestRelativeKey(batch.firstCommitLsn, batch.lastCommitLsn, batch.firstRowContinues?.seq)
+        : undefined;
+    const manifestKey = manifestRelative ? store.key(manifestRelative) : undefined;
+    const stagingKey = manifestRelative ? store.key(stagingRelativeKey(manifestRelative)) : undefined;
+    // 1 + 2. Intent (objects and the staged manifest), then the objects durable in S3.
+    const archived = await batch.finish(stagingKey && !batch.isEmpty ? [stagingKey] : []);
+    const bytes = archived.reduce((sum, object) => sum + object.bytes, 0);
+    const rows = archived.reduce((sum, object) => sum + object.rows, 0);
+    const pending =
+      archived.length > 0 && manifestKey && stagingKey ? { key: manifestKey, stagingKey } : undefined;
+    if (pending) {
+      const manifest = buildManifest({
+        pipeline: this.context.pipeline,
+        slot: this.context.slot,
+        runId: this.context.runId,
+        source: this.context.source,
+        firstCommitLsn: batch.firstCommitLsn!,
+        lastCommitLsn: batch.lastCommitLsn!,
+        previousCheckpoint: this.current?.lsn,
+        checkpoint: position.lsn,
+        partial: position.partial,
+        transactions: counts.transactions,
+        objects: archived,
+        createdAt: new Date().toISOString(),
+      });
+      this.context.lease.assertHeld();
+      const stagedAt = performance.now();
+      await withRetry(
         () =>
-          store.write(
-            {
-              lsn: position.lsn,
-              partial: position.partial,
-              manifest,
-              note: { runId: this.context.runId, slot: this.context.slot },
-            },
-            expected,
-            this.context.lease(),
+          store.putText(
+            pending.stagingKey,
+            `${JSON.stringify(manifest, null, 2)}\n`,
+            'application/json',
+            signal,
           ),
-        { what: 'writing the checkpoint', origin: 'checkpoint-store', deadline },
+        { what: `staging manifest ${pending.stagingKey}`, origin: 'object-store', deadline, signal },
       );
-      this.checkpointLatencyMs =
-        this.checkpointLatencyMs * 0.5 + (performance.now() - checkpointStarted) * 0.5;
+      speed.recordUpload(1, performance.now() - stagedAt);
+      killPoint('after-upload');
+    }
+    // 3. Checkpoint (clears the intent, records the pending manifest). From here on the batch's objects may
+    // be committed even if the write fails (a lost response): nothing may delete them.
+    if (!samePosition(this.current, position) || pending) {
+      const expected = this.current?.version ?? null;
+      batch.checkpointBegun = true;
+      const checkpointStarted = performance.now();
+      try {
+        this.current = await withRetry(
+          () =>
+            checkpoints.write(
+              {
+                lsn: position.lsn,
+                partial: position.partial,
+                source: this.context.source,
+                manifest: pending,
+                speed: speed.snapshot(),
+                note: { runId: this.context.runId, slot: this.context.slot },
+              },
+              expected,
+              this.context.lease.lease,
+              signal,
+            ),
+          { what: 'writing the checkpoint', origin: 'checkpoint-store', deadline, signal },
+        );
+      } catch (error) {
+        if (signal.aborted) speed.recordUnfinishedCommit(performance.now() - checkpointStarted);
+        throw error;
+      }
+      speed.recordCommit(performance.now() - checkpointStarted);
       killPoint('after-checkpoint');
     }
-    // 4. Manifest.
-    if (manifest) {
-      await writePendingManifest(archive, manifest, deadline);
+    // 4. Manifest into place.
+    if (pending) {
+      await publishManifest(store, pending, { deadline, signal, logger });
       killPoint('after-manifest');
     }
-    // 5. Acknowledge.
-    this.acknowledge(position.lsn);
-    killPoint('after-ack');
-    if (objects.length > 0 || counts.transactions > 0) {
+    // 5. Acknowledge — only while the lease is surely ours (a fenced run acknowledges nothing more).
+    if (this.context.lease.held) {
+      this.context.acknowledge(position.lsn);
+      killPoint('after-ack');
+    }
+    const flushMs = Math.round(performance.now() - started);
+    if (archived.length > 0 || counts.transactions > 0) {
       logger.info('batch committed', {
         checkpoint: formatLsn(position.lsn),
         partial: position.partial
@@ -201,17 +262,11 @@ export class CommitSequence {
           : undefined,
         transactions: counts.transactions,
         changes: rows,
-        objects: objects.length,
+        objects: archived.length,
         bytes,
-        flushMs: Math.round(performance.now() - started),
+        flushMs,
       });
     }
-    return {
-      checkpoint: this.current,
-      objects,
-      bytes,
-      rows,
-      flushMs: Math.round(performance.now() - started),
-    };
+    return { checkpoint: this.current, objects: archived, bytes, rows, flushMs };
   }
 }

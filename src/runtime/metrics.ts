@@ -9,7 +9,7 @@
  */
 import { Console } from 'node:console';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
-import type { RunSummary } from './ingest.js';
+import type { RunSummary } from './summary.js';
 
 export const METRICS_NAMESPACE = 'slotlake';
 

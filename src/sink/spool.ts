@@ -10,24 +10,22 @@ import { createWriteStream, type WriteStream } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { once } from 'node:events';
 import { createGzip, constants, type Gzip } from 'node:zlib';
-import type { Lsn } from '../lsn.js';
+import type { ObjectFormat, ObjectWriter } from './batch.js';
 
+/** Lines are gathered into chunks of about this many characters before gzip: fewer, larger zlib calls. */
 const CHUNK_CHARS = 64 * 1024;
 
-export interface SpoolIdentity {
-  readonly schema: string;
-  readonly table: string;
-  /** UTC date of the commits in this object, YYYY-MM-DD. */
-  readonly dt: string;
-  /** Commit LSN of the first row's transaction. */
-  readonly firstCommitLsn: Lsn;
-  /** `seq` of the first row. */
-  readonly firstSeq: number;
-  /** True when rows of the first row's transaction may live in an earlier object (split or resumed). */
-  readonly startsMidTransaction: boolean;
-}
+/** gzip level 6: zlib's default balance; higher levels cost much CPU for a few percent of size. */
+const GZIP_LEVEL = 6;
 
-export class SpooledObject {
+/** The JSON Lines format: `.jsonl.gz` objects of record lines (pipeline/records.ts). */
+export const JSONL_FORMAT: ObjectFormat<string> = {
+  extension: 'jsonl.gz',
+  contentType: 'application/gzip',
+  open: (path) => new SpooledObject(path),
+};
+
+export class SpooledObject implements ObjectWriter<string> {
   private readonly gzip: Gzip;
   private readonly file: WriteStream;
   private readonly finished: Promise<void>;
@@ -36,14 +34,9 @@ export class SpooledObject {
   private failure: Error | undefined;
   rows = 0;
   rawBytes = 0;
-  lastCommitLsn: Lsn;
 
-  constructor(
-    readonly path: string,
-    readonly identity: SpoolIdentity,
-  ) {
-    this.lastCommitLsn = identity.firstCommitLsn;
-    this.gzip = createGzip({ level: 6, memLevel: 8, strategy: constants.Z_DEFAULT_STRATEGY });
+  constructor(readonly path: string) {
+    this.gzip = createGzip({ level: GZIP_LEVEL, memLevel: 8, strategy: constants.Z_DEFAULT_STRATEGY });
     this.file = createWriteStream(path);
     this.gzip.pipe(this.file);
     const onError = (error: Error) => (this.failure ??= error);
@@ -54,11 +47,10 @@ export class SpooledObject {
   }
 
   /** Appends one JSON line (without the newline). Returns false when the caller should await drain(). */
-  write(line: string, commitLsn: Lsn): boolean {
+  write(line: string): boolean {
     this.pending.push(line);
     this.pendingChars += line.length + 1;
     this.rows++;
-    this.lastCommitLsn = commitLsn;
     if (this.pendingChars >= CHUNK_CHARS) return this.flushChunk();
     return true;
   }
@@ -80,6 +72,10 @@ export class SpooledObject {
   /** Uncompressed bytes so far, including rows not yet pushed to gzip. */
   get uncompressedBytes(): number {
     return this.rawBytes + this.pendingChars;
+  }
+
+  get needsDrain(): boolean {
+    return this.gzip.writableNeedDrain || this.failure !== undefined;
   }
 
   async drain(): Promise<void> {

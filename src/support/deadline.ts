@@ -5,9 +5,12 @@
  * stop reading early enough to make everything it read durable (upload, manifest, checkpoint, ack)
  * before then. `Deadline` holds that end, minus a safety margin, and answers the one question the run
  * loop asks: "given that flushing now would take `flushEstimateMs`, must I stop reading?". It also
- * exposes an AbortSignal that fires when the hard end (minus the margin) arrives, for waits that must
- * not outlive the run.
+ * exposes an AbortSignal that fires at the *cutoff* — the hard end minus the exit reserve (half the safety
+ * margin) — when every call still in flight (an upload, a checkpoint write) is abandoned so that the run
+ * can still give its lease up, print its summary and exit before the hard end. A flush cut there leaves
+ * its intent for the next run's recovery: nothing is lost, the run reports `flush-timeout`.
  */
+import { SlotlakeError } from '../errors.js';
 
 export interface Clock {
   /** Milliseconds since the Unix epoch, monotonic within a process. */
@@ -32,14 +35,30 @@ export class Deadline {
     readonly safetyMarginMs: number,
     private readonly clock: Clock = systemClock,
   ) {
-    const untilAbort = endsAtMs - safetyMarginMs - clock.nowMs();
-    if (Number.isFinite(untilAbort)) {
+    const untilCutoff = this.cutoffAtMs - clock.nowMs();
+    if (Number.isFinite(untilCutoff)) {
       this.timer = setTimeout(
-        () => this.controller.abort(new Error('deadline reached')),
-        Math.max(0, untilAbort),
+        () =>
+          this.controller.abort(
+            new SlotlakeError('the run reached its deadline before its final flush completed', {
+              kind: 'flush-timeout',
+              hint: 'the next run removes what this batch wrote and archives it again; if this repeats, give runs more time or raise SLOTLAKE_SAFETY_MARGIN',
+            }),
+          ),
+        Math.max(0, untilCutoff),
       );
       this.timer.unref();
     }
+  }
+
+  /** Time kept after the cutoff to release the lease, publish metrics and exit. */
+  get exitReserveMs(): number {
+    return this.safetyMarginMs / 2;
+  }
+
+  /** When calls still in flight are abandoned (clock time). */
+  get cutoffAtMs(): number {
+    return this.endsAtMs - this.exitReserveMs;
   }
 
   /** A deadline that never ends (runs stopped by signal or caught-up). */
@@ -66,7 +85,12 @@ export class Deadline {
     return Number.isFinite(this.endsAtMs);
   }
 
-  /** Fires when the safety margin begins. */
+  /** Milliseconds past the hard end (0 while before it). */
+  overrunMs(): number {
+    return Math.max(0, -this.remainingMs());
+  }
+
+  /** Fires at the cutoff, with a `flush-timeout` SlotlakeError as its reason. */
   get signal(): AbortSignal {
     return this.controller.signal;
   }

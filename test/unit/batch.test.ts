@@ -9,8 +9,16 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { lsn, type Lsn } from '../../src/lsn.js';
 import { SlotlakeError } from '../../src/errors.js';
-import { BatchWriter, objectKey, UploadMeter, type BatchWriterOptions } from '../../src/sink/batch.js';
-import { FakeArchive, waitFor } from '../helpers/fake-archive.js';
+import {
+  BatchWriter,
+  objectKey,
+  type BatchWriterOptions,
+  type ObjectWriter,
+  type TableSchemaRef,
+} from '../../src/sink/batch.js';
+import { JSONL_FORMAT } from '../../src/sink/spool.js';
+import { StoreSpeedMeter } from '../../src/sink/store-speed.js';
+import { MemoryObjectStore, waitFor } from '../helpers/memory-object-store.js';
 
 const C1 = lsn(0x100n);
 const C2 = lsn(0x200n);
@@ -32,24 +40,61 @@ afterEach(() => {
 });
 
 /** A batch writing to `archive`; intents are logged in the archive's event log as `intent <key>`. */
-function writer(archive: FakeArchive, objectMaxBytes = 1024 * 1024, extra: Partial<BatchWriterOptions> = {}) {
-  return new BatchWriter(
+function writer(
+  archive: MemoryObjectStore,
+  objectMaxBytes = 1024 * 1024,
+  extra: Partial<BatchWriterOptions<string>> = {},
+) {
+  return new BatchWriter<string>(
     {
-      archive: archive.asS3Archive(),
+      store: archive,
+      format: JSONL_FORMAT,
       registerIntent: async (keys) => {
         for (const key of keys) archive.events.push(`intent ${key}`);
       },
+      assertWritable: () => undefined,
+      signal: new AbortController().signal,
       spoolDir,
       objectMaxBytes,
-      meter: new UploadMeter(),
+      speed: new StoreSpeedMeter(),
       ...extra,
     },
     0,
   );
 }
 
+/** One schema handle per table of schema `public` (one schema version each). */
+const schemas = new Map<string, TableSchemaRef>();
+function schemaOf(table: string, version = 0): TableSchemaRef {
+  const id = `${table}#${version}`;
+  let schema = schemas.get(id);
+  if (!schema) {
+    schema = { id: schemas.size + 1, table: { schema: 'public', table }, description: { version } };
+    schemas.set(id, schema);
+  }
+  return schema;
+}
+
+/** Writes one line of `public.<table>` (the old positional form of BatchWriter.write). */
+function put(
+  batch: BatchWriter<string>,
+  table: string,
+  dt: string,
+  commitLsn: Lsn,
+  seq: number,
+  text: string,
+  transactionContinues: boolean,
+  version = 0,
+): ObjectWriter<string> {
+  return batch.write(
+    { schema: schemaOf(table, version), dt, commitLsn, seq, transactionContinues },
+    text,
+    text.length + 1,
+  );
+}
+
 /** Every uploaded key was recorded in the intent before its upload began. */
-function assertIntentBeforeUpload(archive: FakeArchive): void {
+function assertIntentBeforeUpload(archive: MemoryObjectStore): void {
   archive.events.forEach((event, index) => {
     const match = /^upload(?:-failed)? (.*)$/.exec(event);
     if (!match) return;
@@ -63,89 +108,113 @@ function denied(message: string): SlotlakeError {
 }
 
 describe('objectKey', () => {
-  const identity = {
-    schema: 'public',
-    table: 'orders',
-    dt: '2025-11-25',
-    firstCommitLsn: lsn(0x16b37a0n),
-    firstSeq: 5,
-    startsMidTransaction: false,
-  };
+  const orders = { schema: 'public', table: 'orders' };
 
   it('is data/<schema>.<table>/dt=<date>/<16hex>-<16hex>.jsonl.gz', () => {
     assert.equal(
-      objectKey(identity, lsn((1n << 32n) | 0xabn)),
+      objectKey(orders, '2025-11-25', lsn(0x16b37a0n), lsn((1n << 32n) | 0xabn), undefined, 'jsonl.gz'),
       'data/public.orders/dt=2025-11-25/00000000016B37A0-00000001000000AB.jsonl.gz',
     );
   });
 
   it('adds the 10-digit seq of the first row when the object starts mid-transaction', () => {
     assert.equal(
-      objectKey({ ...identity, startsMidTransaction: true }, lsn(0x16b37a0n)),
+      objectKey(orders, '2025-11-25', lsn(0x16b37a0n), lsn(0x16b37a0n), 5, 'jsonl.gz'),
       'data/public.orders/dt=2025-11-25/00000000016B37A0-00000000016B37A0-0000000005.jsonl.gz',
     );
     assert.equal(
-      objectKey({ ...identity, startsMidTransaction: true, firstSeq: 4_000_000_000 }, lsn(0x16b37a0n)),
+      objectKey(orders, '2025-11-25', lsn(0x16b37a0n), lsn(0x16b37a0n), 4_000_000_000, 'jsonl.gz'),
       'data/public.orders/dt=2025-11-25/00000000016B37A0-00000000016B37A0-4000000000.jsonl.gz',
     );
   });
 
   it('takes another extension', () => {
-    assert.match(objectKey(identity, lsn(0x16b37a0n), 'parquet'), /-00000000016B37A0\.parquet$/);
+    assert.match(
+      objectKey(orders, '2025-11-25', lsn(0x16b37a0n), lsn(0x16b37a0n), undefined, 'parquet'),
+      /-00000000016B37A0\.parquet$/,
+    );
+  });
+
+  it('escapes schema and table into one key segment each (contract §3)', () => {
+    assert.equal(
+      objectKey({ schema: 'My Schema', table: 'a/b' }, '2025-11-25', lsn(1n), lsn(2n), undefined, 'jsonl.gz'),
+      'data/My%20Schema.a%2Fb/dt=2025-11-25/0000000000000001-0000000000000002.jsonl.gz',
+    );
+    assert.equal(
+      objectKey({ schema: 'a.b', table: '..' }, '2025-11-25', lsn(1n), lsn(2n), undefined, 'jsonl.gz'),
+      'data/a%2Eb.%2E%2E/dt=2025-11-25/0000000000000001-0000000000000002.jsonl.gz',
+    );
   });
 
   it('sorts by LSN as text', () => {
     const keys = [lsn(0xfn), lsn(0x10n), lsn(1n << 40n), lsn(0xffn)].map((last) =>
-      objectKey({ ...identity, firstCommitLsn: last }, last),
+      objectKey(orders, '2025-11-25', last, last, undefined, 'jsonl.gz'),
     );
     assert.deepEqual([...keys].sort(), [keys[0], keys[1], keys[3], keys[2]]);
   });
 });
 
-describe('UploadMeter', () => {
-  it('starts from cautious priors: 150 ms a request, 5 MB/s', () => {
-    const meter = new UploadMeter();
-    assert.equal(meter.requestLatencyMs, 150);
-    assert.equal(meter.estimateMs(0, 1e9, 4), 0);
-    assert.equal(meter.estimateMs(1, 0, 4), 150);
-    assert.equal(meter.estimateMs(1, 5_000_000, 4), 1_150);
-    assert.equal(meter.estimateMs(4, 0, 4), 150);
-    assert.equal(meter.estimateMs(5, 0, 4), 300);
-    assert.equal(meter.estimateMs(5, 0, 1), 750);
+describe('StoreSpeedMeter', () => {
+  it('starts from cautious priors: 150 ms a request, 5 MB/s, 100 ms a commit', () => {
+    const meter = new StoreSpeedMeter();
+    assert.equal(meter.requestMs, 150);
+    assert.equal(meter.commitMs, 100);
+    assert.equal(meter.uploadMs(0, 1e9, 4), 0);
+    assert.equal(meter.uploadMs(1, 0, 4), 150);
+    assert.equal(meter.uploadMs(1, 5_000_000, 4), 1_150);
+    assert.equal(meter.uploadMs(4, 0, 4), 150);
+    assert.equal(meter.uploadMs(5, 0, 4), 300);
+    assert.equal(meter.uploadMs(5, 0, 1), 750);
   });
 
   it('small uploads measure latency, large ones throughput', () => {
-    const meter = new UploadMeter();
-    meter.record(1_000, 40);
-    assert.equal(meter.requestLatencyMs, 40);
-    meter.record(100_000, 60);
-    assert.equal(meter.requestLatencyMs, 46); // 0.7·40 + 0.3·60
-    meter.record(10 * 1024 * 1024, 1_046); // 10 MiB in 1 000 ms after latency: 10 485.76 B/ms
-    assert.equal(meter.requestLatencyMs, 46);
+    const meter = new StoreSpeedMeter();
+    meter.recordUpload(1_000, 40);
+    assert.equal(meter.requestMs, 40);
+    meter.recordUpload(100_000, 60);
+    assert.equal(meter.requestMs, 46); // 0.7·40 + 0.3·60
+    meter.recordUpload(10 * 1024 * 1024, 1_046); // 10 MiB in 1 000 ms after latency: 10 485.76 B/ms
+    assert.equal(meter.requestMs, 46);
     // 0.7·5 000 + 0.3·10 485.76 = 6 645.728 B/ms
-    assert.equal(meter.estimateMs(1, 6_645_728, 1), 46 + 1_000);
+    assert.equal(meter.uploadMs(1, 6_645_728, 1), 46 + 1_000);
   });
 
-  it('the first large sample replaces the throughput prior', () => {
-    const meter = new UploadMeter();
-    meter.record(1024 * 1024, 150 + 512); // 2 048 B/ms
-    assert.equal(meter.estimateMs(1, 2_048_000, 1), 150 + 1_000);
+  it('starts from what an earlier run measured, and snapshots what it measured', () => {
+    const meter = new StoreSpeedMeter({
+      uploadBytesPerMs: 100,
+      requestLatencyMs: 5_000,
+      commitLatencyMs: 3_000,
+    });
+    assert.equal(meter.uploadMs(1, 1_000, 1), 5_000 + 10);
+    assert.equal(meter.commitMs, 3_000);
+    assert.deepEqual(meter.snapshot(), {
+      uploadBytesPerMs: 100,
+      requestLatencyMs: 5_000,
+      commitLatencyMs: 3_000,
+    });
+  });
+
+  it('a cancelled request raises the latency and lowers the throughput to what it proved', () => {
+    const meter = new StoreSpeedMeter();
+    meter.recordUnfinishedUpload(1_000, 8_000);
+    assert.equal(meter.requestMs, 8_000);
+    meter.recordUnfinishedUpload(10_000_000, 20_000); // at most 500 B/ms
+    assert.equal(meter.uploadMs(1, 500, 1), 8_000 + 1);
+    meter.recordUnfinishedCommit(4_000);
+    assert.equal(meter.commitMs, 4_000);
   });
 
   it('more bytes take longer, more concurrency does not', () => {
-    const meter = new UploadMeter();
-    assert.ok(meter.estimateMs(3, 2_000_000, 4) > meter.estimateMs(3, 1_000_000, 4));
-    assert.ok(meter.estimateMs(8, 1_000_000, 8) <= meter.estimateMs(8, 1_000_000, 2));
+    const meter = new StoreSpeedMeter();
+    assert.ok(meter.uploadMs(3, 2_000_000, 4) > meter.uploadMs(3, 1_000_000, 4));
+    assert.ok(meter.uploadMs(8, 1_000_000, 8) <= meter.uploadMs(8, 1_000_000, 2));
   });
 });
 
 describe('BatchWriter', () => {
   it('writes objects per table and date, sorted by key, with rows, LSN ranges and content', async () => {
-    const archive = new FakeArchive({ prefix: 'lake/' });
-    const archivedCallbacks: string[] = [];
-    const batch = writer(archive, 1024 * 1024, {
-      onObjectArchived: (object) => archivedCallbacks.push(object.key),
-    });
+    const archive = new MemoryObjectStore({ prefix: 'lake/' });
+    const batch = writer(archive, 1024 * 1024);
     assert.equal(batch.isEmpty, true);
     const rows: [table: string, dt: string, commit: Lsn, seq: number][] = [
       ['a', '2025-11-24', C1, 0],
@@ -159,7 +228,7 @@ describe('BatchWriter', () => {
     for (const [table, dt, commit, seq] of rows) {
       const text = line(table, commit, seq);
       uncompressed += text.length + 1;
-      const object = batch.write('public', table, dt, commit, seq, text, false);
+      const object = put(batch, table, dt, commit, seq, text, false);
       await batch.drain(object);
     }
     assert.equal(batch.isEmpty, false);
@@ -174,7 +243,15 @@ describe('BatchWriter', () => {
     const objects = await batch.finish();
     assert.equal(batch.openObjects, 0);
     assert.deepEqual(
-      objects.map((o) => [o.key, o.schema, o.table, o.dt, o.rows, o.firstCommitLsn, o.lastCommitLsn]),
+      objects.map((o) => [
+        o.key,
+        o.table.schema,
+        o.table.table,
+        o.dt,
+        o.rows,
+        o.firstCommitLsn,
+        o.lastCommitLsn,
+      ]),
       [
         [
           'lake/data/public.a/dt=2025-11-24/0000000000000100-0000000000000200.jsonl.gz',
@@ -223,7 +300,7 @@ describe('BatchWriter', () => {
     for (const object of objects) {
       const upload = archive.objects.get(object.key);
       assert.ok(upload, object.key);
-      assert.equal(upload.content, expected(object.table, object.dt));
+      assert.equal(upload.content, expected(object.table.table, object.dt));
       assert.equal(upload.contentType, 'application/gzip');
       assert.equal(upload.bytes, upload.fileBytes, 'announced size is the file size');
       assert.equal(object.bytes, upload.fileBytes);
@@ -231,10 +308,6 @@ describe('BatchWriter', () => {
       assert.match(object.key.slice('lake/'.length), KEY_SHAPE);
     }
     assert.equal(archive.uploads.length, 4, 'each object uploaded once');
-    assert.deepEqual(
-      [...archivedCallbacks].sort(),
-      objects.map((o) => o.key),
-    );
     assert.deepEqual(readdirSync(spoolDir), [], 'spool files removed');
     assertIntentBeforeUpload(archive);
     assert.deepEqual(
@@ -244,16 +317,16 @@ describe('BatchWriter', () => {
   });
 
   it('finish() records its extra intent keys (the manifest) together with the objects, before uploading', async () => {
-    const archive = new FakeArchive();
+    const archive = new MemoryObjectStore();
     const batch = writer(archive);
-    batch.write('public', 'a', '2025-11-24', C1, 0, line('a', C1, 0), false);
+    put(batch, 'a', '2025-11-24', C1, 0, line('a', C1, 0), false);
     await batch.finish(['manifests/x.json']);
     const key = 'data/public.a/dt=2025-11-24/0000000000000100-0000000000000100.jsonl.gz';
     assert.deepEqual(archive.events, [`intent ${key}`, 'intent manifests/x.json', `upload ${key}`]);
   });
 
   it('an empty batch finishes with no objects', async () => {
-    const archive = new FakeArchive();
+    const archive = new MemoryObjectStore();
     const batch = writer(archive);
     assert.equal(batch.estimateUploadMs(), 0);
     assert.deepEqual(await batch.finish(), []);
@@ -261,11 +334,11 @@ describe('BatchWriter', () => {
   });
 
   it('a transaction resumed from an earlier run marks its objects with the part suffix', async () => {
-    const archive = new FakeArchive();
+    const archive = new MemoryObjectStore();
     const batch = writer(archive);
-    batch.write('public', 'a', '2025-11-24', C1, 7, line('a', C1, 7), true);
-    batch.write('public', 'b', '2025-11-24', C1, 8, line('b', C1, 8), true);
-    batch.write('public', 'a', '2025-11-24', C2, 0, line('a', C2, 0), false);
+    put(batch, 'a', '2025-11-24', C1, 7, line('a', C1, 7), true);
+    put(batch, 'b', '2025-11-24', C1, 8, line('b', C1, 8), true);
+    put(batch, 'a', '2025-11-24', C2, 0, line('a', C2, 0), false);
     assert.deepEqual(batch.firstRowContinues, { seq: 7 });
     const keys = (await batch.finish()).map((o) => o.key);
     assert.deepEqual(keys, [
@@ -277,10 +350,9 @@ describe('BatchWriter', () => {
   describe('size splits', () => {
     it('every object of a transaction split by size gets a unique key, with -<seq> after the first', async () => {
       // objectMaxBytes 0: every row closes its object, so one transaction of 4 rows makes 4 objects.
-      const archive = new FakeArchive();
+      const archive = new MemoryObjectStore();
       const batch = writer(archive, 0);
-      for (let seq = 0; seq < 4; seq++)
-        batch.write('public', 'a', '2025-11-24', C1, seq, line('a', C1, seq), false);
+      for (let seq = 0; seq < 4; seq++) put(batch, 'a', '2025-11-24', C1, seq, line('a', C1, seq), false);
       const objects = await batch.finish();
       const keys = archive.uploads.map((u) => u.key);
       assert.equal(
@@ -311,11 +383,11 @@ describe('BatchWriter', () => {
     });
 
     it('a split at a transaction boundary needs no suffix', async () => {
-      const archive = new FakeArchive();
+      const archive = new MemoryObjectStore();
       const batch = writer(archive, 0);
-      batch.write('public', 'a', '2025-11-24', C1, 0, line('a', C1, 0), false);
-      batch.write('public', 'a', '2025-11-24', C2, 0, line('a', C2, 0), false);
-      batch.write('public', 'b', '2025-11-24', C2, 1, line('b', C2, 1), false);
+      put(batch, 'a', '2025-11-24', C1, 0, line('a', C1, 0), false);
+      put(batch, 'a', '2025-11-24', C2, 0, line('a', C2, 0), false);
+      put(batch, 'b', '2025-11-24', C2, 1, line('b', C2, 1), false);
       assert.deepEqual(
         (await batch.finish()).map((o) => o.key),
         [
@@ -329,16 +401,16 @@ describe('BatchWriter', () => {
     it('a split by compressed size mid-transaction: rows, ranges and keys', async () => {
       // Incompressible padding, so gzip writes output well before the object closes.
       const padding = randomBytes(96 * 1024).toString('base64');
-      const archive = new FakeArchive();
+      const archive = new MemoryObjectStore();
       const batch = writer(archive, 1);
-      const first = batch.write('public', 'a', '2025-11-24', C1, 0, line('a', C1, 0, padding), false);
+      const first = put(batch, 'a', '2025-11-24', C1, 0, line('a', C1, 0, padding), false);
       await waitFor(() => first.compressedBytes > 0, 'gzip output on disk');
       // This row joins the full object, which then closes: [C1#0, C1#1].
-      batch.write('public', 'a', '2025-11-24', C1, 1, line('a', C1, 1), false);
+      put(batch, 'a', '2025-11-24', C1, 1, line('a', C1, 1), false);
       assert.equal(batch.openObjects, 0);
       // The rest of C1 and then C2 go to a new object that starts mid-transaction: [C1#2, C2#0].
-      batch.write('public', 'a', '2025-11-24', C1, 2, line('a', C1, 2), false);
-      batch.write('public', 'a', '2025-11-24', C2, 0, line('a', C2, 0), false);
+      put(batch, 'a', '2025-11-24', C1, 2, line('a', C1, 2), false);
+      put(batch, 'a', '2025-11-24', C2, 0, line('a', C2, 0), false);
       const objects = await batch.finish();
       assert.deepEqual(
         objects.map((o) => [o.key, o.rows, o.firstCommitLsn, o.lastCommitLsn]),
@@ -361,13 +433,13 @@ describe('BatchWriter', () => {
 
   describe('upload failures', () => {
     it('surface from finish(), after every upload settled, and spool files are removed', async () => {
-      const archive = new FakeArchive();
+      const archive = new MemoryObjectStore();
       const failure = denied('upload refused');
       archive.failUpload = (key) => (key.includes('public.b') ? failure : undefined);
       const batch = writer(archive);
-      batch.write('public', 'a', '2025-11-24', C1, 0, line('a', C1, 0), false);
-      batch.write('public', 'b', '2025-11-24', C1, 1, line('b', C1, 1), false);
-      batch.write('public', 'c', '2025-11-24', C1, 2, line('c', C1, 2), false);
+      put(batch, 'a', '2025-11-24', C1, 0, line('a', C1, 0), false);
+      put(batch, 'b', '2025-11-24', C1, 1, line('b', C1, 1), false);
+      put(batch, 'c', '2025-11-24', C1, 2, line('c', C1, 2), false);
       await assert.rejects(batch.finish(), (error) => error === failure);
       assert.deepEqual(archive.uploads.map((u) => u.key).sort(), [
         'data/public.a/dt=2025-11-24/0000000000000100-0000000000000100.jsonl.gz',
@@ -378,11 +450,11 @@ describe('BatchWriter', () => {
     });
 
     it('an unclassified upload error is classified, not retried, and keeps its cause', async () => {
-      const archive = new FakeArchive();
+      const archive = new MemoryObjectStore();
       const failure = new Error('disk on fire');
       archive.failUpload = () => failure;
       const batch = writer(archive);
-      batch.write('public', 'a', '2025-11-24', C1, 0, line('a', C1, 0), false);
+      put(batch, 'a', '2025-11-24', C1, 0, line('a', C1, 0), false);
       await assert.rejects(batch.finish(), (error: unknown) => {
         assert.ok(error instanceof SlotlakeError);
         assert.equal(error.kind, 'internal');
@@ -394,7 +466,7 @@ describe('BatchWriter', () => {
     });
 
     it('a transient upload failure is retried', async () => {
-      const archive = new FakeArchive();
+      const archive = new MemoryObjectStore();
       let failures = 1;
       archive.failUpload = () =>
         failures-- > 0
@@ -404,7 +476,7 @@ describe('BatchWriter', () => {
             })
           : undefined;
       const batch = writer(archive);
-      batch.write('public', 'a', '2025-11-24', C1, 0, line('a', C1, 0), false);
+      put(batch, 'a', '2025-11-24', C1, 0, line('a', C1, 0), false);
       const objects = await batch.finish();
       assert.equal(objects.length, 1);
       const key = objects[0]!.key;
@@ -413,28 +485,28 @@ describe('BatchWriter', () => {
     });
 
     it('a failure to record the intent stops the upload and leaves no spool file', async () => {
-      const archive = new FakeArchive();
+      const archive = new MemoryObjectStore();
       const failure = denied('dynamodb says no');
       const batch = writer(archive, 1024 * 1024, {
         registerIntent: async () => {
           throw failure;
         },
       });
-      batch.write('public', 'a', '2025-11-24', C1, 0, line('a', C1, 0), false);
+      put(batch, 'a', '2025-11-24', C1, 0, line('a', C1, 0), false);
       await assert.rejects(batch.finish(), (error) => error === failure);
       assert.deepEqual(archive.events, []);
       assert.deepEqual(readdirSync(spoolDir), []);
     });
 
     it('a failure to record the intent of an object closed early surfaces from checkUploads()', async () => {
-      const archive = new FakeArchive();
+      const archive = new MemoryObjectStore();
       const failure = denied('dynamodb says no');
       const batch = writer(archive, 0, {
         registerIntent: async () => {
           throw failure;
         },
       });
-      batch.write('public', 'a', '2025-11-24', C1, 0, line('a', C1, 0), false);
+      put(batch, 'a', '2025-11-24', C1, 0, line('a', C1, 0), false);
       await waitFor(() => {
         try {
           batch.checkUploads();
@@ -452,11 +524,11 @@ describe('BatchWriter', () => {
     });
 
     it('a background upload failure surfaces from checkUploads() while the batch goes on', async () => {
-      const archive = new FakeArchive();
+      const archive = new MemoryObjectStore();
       const failure = denied('refused for good');
       archive.failUpload = () => failure;
       const batch = writer(archive, 0); // the first row's object closes and uploads at once
-      batch.write('public', 'a', '2025-11-24', C1, 0, line('a', C1, 0), false);
+      put(batch, 'a', '2025-11-24', C1, 0, line('a', C1, 0), false);
       await waitFor(() => {
         try {
           batch.checkUploads();
@@ -474,9 +546,9 @@ describe('BatchWriter', () => {
     });
 
     it('checkUploads() is quiet while uploads succeed', async () => {
-      const archive = new FakeArchive();
+      const archive = new MemoryObjectStore();
       const batch = writer(archive, 0);
-      batch.write('public', 'a', '2025-11-24', C1, 0, line('a', C1, 0), false);
+      put(batch, 'a', '2025-11-24', C1, 0, line('a', C1, 0), false);
       await waitFor(() => archive.uploads.length === 1, 'the background upload');
       assert.doesNotThrow(() => batch.checkUploads());
       assert.equal((await batch.finish()).length, 1);
@@ -484,10 +556,10 @@ describe('BatchWriter', () => {
   });
 
   it('discard() drops local files and uploads nothing more', async () => {
-    const archive = new FakeArchive();
+    const archive = new MemoryObjectStore();
     const batch = writer(archive);
-    batch.write('public', 'a', '2025-11-24', C1, 0, line('a', C1, 0), false);
-    batch.write('public', 'b', '2025-11-24', C1, 1, line('b', C1, 1), false);
+    put(batch, 'a', '2025-11-24', C1, 0, line('a', C1, 0), false);
+    put(batch, 'b', '2025-11-24', C1, 1, line('b', C1, 1), false);
     await waitFor(() => readdirSync(spoolDir).length === 2, 'the spool files to be created');
     await batch.discard();
     assert.deepEqual(readdirSync(spoolDir), []);

@@ -1,0 +1,75 @@
+/**
+ * The source's catalog, over the ordinary connection: what the replication stream does not say about types.
+ *
+ * pgoutput describes a column by type OID and names a non-built-in type only by namespace and name (its Type
+ * message); wal2json says even less. Mapping a value right sometimes needs more: a domain prints as its base
+ * type (a domain over `int4[]` is an array), an array's elements have their own type, and a type's array
+ * delimiter is not always a comma. This module reads those facts from `pg_type` on demand — for the OIDs of a
+ * relation the run has not seen before — following base and element types, and caches them for the run.
+ * Built-in OIDs (below 10000) are never queried: their mapping is fixed (decoding/values.ts).
+ * https://www.postgresql.org/docs/current/catalog-pg-type.html
+ */
+import type pg from 'pg';
+import type { TypeInfo } from '../decoding/values.js';
+import { classify } from '../errors.js';
+
+/** OIDs below this are assigned at initdb and fixed across servers of a major version family. */
+const FIRST_USER_OID = 10_000;
+/** Base and element types are followed this deep (a domain over an array of a domain ...). */
+const MAX_TYPE_DEPTH = 8;
+
+interface TypeRow {
+  oid: number;
+  typname: string;
+  nspname: string;
+  typtype: string;
+  typcategory: string;
+  typelem: number;
+  typdelim: string;
+  typbasetype: number;
+}
+
+export class TypeCatalog {
+  private readonly known = new Map<number, TypeInfo>();
+
+  constructor(private readonly client: pg.Client) {}
+
+  get registry(): ReadonlyMap<number, TypeInfo> {
+    return this.known;
+  }
+
+  /** Loads (once) what `pg_type` says of `oids` and of the types they are built on. */
+  async load(oids: Iterable<number>): Promise<void> {
+    let wanted = [...new Set(oids)].filter((oid) => oid >= FIRST_USER_OID && !this.known.has(oid));
+    for (let depth = 0; wanted.length > 0 && depth < MAX_TYPE_DEPTH; depth++) {
+      let rows: TypeRow[];
+      try {
+        const result = await this.client.query(
+          `SELECT t.oid::int AS oid, t.typname, n.nspname, t.typtype, t.typcategory, t.typelem::int AS typelem,
+                  t.typdelim, t.typbasetype::int AS typbasetype
+             FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+            WHERE t.oid = ANY($1::oid[])`,
+          [wanted],
+        );
+        rows = result.rows as TypeRow[];
+      } catch (error) {
+        throw classify(error, { origin: 'source', what: 'reading column types from pg_type' });
+      }
+      const next: number[] = [];
+      for (const row of rows) {
+        this.known.set(row.oid, {
+          oid: row.oid,
+          name: row.typname,
+          namespace: row.nspname,
+          category: row.typcategory,
+          ...(row.typelem !== 0 ? { elementOid: row.typelem } : {}),
+          delimiter: row.typdelim,
+          ...(row.typtype === 'd' && row.typbasetype !== 0 ? { baseOid: row.typbasetype } : {}),
+        });
+        for (const related of [row.typelem, row.typbasetype])
+          if (related >= FIRST_USER_OID && !this.known.has(related)) next.push(related);
+      }
+      wanted = [...new Set(next)];
+    }
+  }
+}

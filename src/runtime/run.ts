@@ -1,0 +1,566 @@
+/**
+ * One time-bounded run of the pipeline, the same for the CLI and the Lambda handler.
+ *
+ * A run: check the bucket → take the pipeline lease (another holder: stop at once with `lease-held`) →
+ * recover what an earlier run left (runtime/recovery.ts) → check the source (wal_level, slot, publication) →
+ * IDENTIFY_SYSTEM and decide where to resume (runtime/resume.ts: the checkpoint, checked against the source it
+ * was made on and the slot) → stream sessions (runtime/session.ts) until a stop → report the slot → give the
+ * lease up (storing the measured store speed for the next run) → the summary.
+ *
+ * A dropped replication connection abandons the uncommitted batch (deleting what of it reached S3 — unless its
+ * checkpoint write had begun) and reconnects from the checkpoint under the reconnect retry policy, while time
+ * allows. A lost lease stops everything at once: the keeper's signal aborts every call in flight and nothing
+ * more is acknowledged. A final flush that cannot finish before the deadline is cut at the deadline's cutoff,
+ * its intent left to the next run's recovery, and the run ends in time with `flush-timeout`.
+ */
+import { randomUUID } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type pg from 'pg';
+import type { Acquisition, CheckpointStore } from '../checkpoint/store.js';
+import type { Config } from '../config.js';
+import { classify, SlotlakeError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { formatLsn, parseLsn, type Lsn } from '../lsn.js';
+import type { ResumePosition } from '../pipeline/assembler.js';
+import { TypeCatalog } from '../replication/catalog.js';
+import {
+  ReplicationConnection,
+  type ConnectionSettings,
+  type SystemIdentity,
+} from '../replication/connection.js';
+import {
+  checkSource,
+  openSourceClient,
+  pluginNotAllowed,
+  readSlot,
+  type SlotState,
+} from '../replication/source.js';
+import { BatchWriter } from '../sink/batch.js';
+import type { ObjectStore } from '../sink/object-store.js';
+import { JSONL_FORMAT } from '../sink/spool.js';
+import { StoreSpeedMeter } from '../sink/store-speed.js';
+import { systemClock, type Clock, type Deadline } from '../support/deadline.js';
+import { armKillPoint, killPoint } from '../support/kill-points.js';
+import { withRetry, type RetryPolicy } from '../support/retry.js';
+import { CommitSequence } from './commit.js';
+import { LeaseKeeper } from './lease.js';
+import { deleteUncommitted, recover } from './recovery.js';
+import { decideResume } from './resume.js';
+import { pluginOptions, ReplicationSession } from './session.js';
+import { emptySummary, type RunSummary, type StopReason } from './summary.js';
+
+export type { RunSummary, StopReason } from './summary.js';
+
+export interface RunOptions {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly objects: ObjectStore;
+  readonly checkpoints: CheckpointStore;
+  readonly deadline: Deadline;
+  readonly untilCaughtUp: boolean;
+  /** Aborted on SIGINT/SIGTERM: stop reading and drain. */
+  readonly stopSignal?: AbortSignal;
+  readonly clock?: Clock;
+  readonly onBatch?: (summary: Readonly<RunSummary>) => void;
+}
+
+/**
+ * Reconnects after a dropped replication connection: a few, quickly (a failover or a restart takes seconds;
+ * the next scheduled run covers longer outages). The attempt count is SLOTLAKE_RECONNECT_ATTEMPTS.
+ */
+const RECONNECT_BASE_DELAY_MS = 200;
+const RECONNECT_MAX_DELAY_MS = 2_000;
+/** A reconnect is worth it only with this much usable time left (connect, identify, stream, flush). */
+const RECONNECT_MIN_USABLE_MS = 3_000;
+
+export async function runPipeline(options: RunOptions): Promise<RunSummary> {
+  return new PipelineRun(options).run();
+}
+
+class PipelineRun {
+  private readonly config: Config;
+  private readonly logger: Logger;
+  private readonly deadline: Deadline;
+  private readonly clock: Clock;
+  private readonly startedAtMs: number;
+  private readonly runId = randomUUID();
+  private readonly connection: ConnectionSettings;
+  private readonly spoolDir: string;
+  private readonly summary: RunSummary;
+  private speed = new StoreSpeedMeter();
+  private keeper: LeaseKeeper | undefined;
+  /** Aborted at the deadline's cutoff or the lease's fence. */
+  private signal: AbortSignal;
+  /** The configured status interval, shortened to a third of the server's wal_sender_timeout. */
+  private statusIntervalMs: number;
+
+  constructor(private readonly options: RunOptions) {
+    this.config = options.config;
+    this.logger = options.logger;
+    this.deadline = options.deadline;
+    this.clock = options.clock ?? systemClock;
+    this.startedAtMs = this.clock.nowMs();
+    this.connection = {
+      databaseUrl: this.config.databaseUrl,
+      applicationName: `slotlake:${this.config.pipeline}`,
+    };
+    this.spoolDir = join(this.config.spoolDir ?? join(tmpdir(), 'slotlake-spool'), this.runId);
+    this.statusIntervalMs = this.config.statusIntervalMs;
+    this.summary = emptySummary(this.config.pipeline, this.config.slot, this.runId);
+    this.signal = this.deadline.signal;
+  }
+
+  private finish(): RunSummary {
+    this.summary.durationMs = Math.round(this.clock.nowMs() - this.startedAtMs);
+    this.summary.overrunMs = Math.round(this.deadline.overrunMs());
+    return this.summary;
+  }
+
+  private get keeperOrFail(): LeaseKeeper {
+    if (!this.keeper) throw new SlotlakeError('no lease', { kind: 'internal' });
+    return this.keeper;
+  }
+
+  async run(): Promise<RunSummary> {
+    const { config, logger, deadline } = this;
+    armKillPoint(config.killAt);
+    await withRetry(() => this.options.objects.checkBucket(), {
+      what: 'checking the S3 bucket',
+      origin: 'object-store',
+      deadline,
+    });
+    const acquisition = await withRetry(
+      () => this.options.checkpoints.acquire(this.runId, config.leaseDurationMs, this.clock.nowMs()),
+      { what: 'acquiring the pipeline lease', origin: 'checkpoint-store', deadline },
+    );
+    if (!acquisition.acquired) {
+      logger.info('another run holds this pipeline; nothing to do', {
+        holder: acquisition.holder,
+        expiresInMs:
+          acquisition.expiresAtMs === undefined
+            ? undefined
+            : Math.round(acquisition.expiresAtMs - this.clock.nowMs()),
+      });
+      this.summary.stopReason = 'lease-held';
+      this.summary.startCheckpoint = acquisition.checkpoint ? formatLsn(acquisition.checkpoint.lsn) : null;
+      this.summary.checkpoint = this.summary.startCheckpoint ?? '0/0';
+      return this.finish();
+    }
+    killPoint('after-lease');
+    this.speed = new StoreSpeedMeter(acquisition.speed);
+    const keeper = new LeaseKeeper(
+      acquisition.lease,
+      this.options.checkpoints,
+      config.leaseDurationMs,
+      this.clock,
+      logger,
+    );
+    this.keeper = keeper;
+    this.signal = AbortSignal.any([deadline.signal, keeper.signal]);
+    this.summary.lease = {
+      fence: acquisition.lease.fence,
+      acquiredAtMs: Date.now(),
+      releasedAtMs: null,
+      renewals: 0,
+    };
+    keeper.start();
+    try {
+      return await this.withLease(acquisition);
+    } catch (error) {
+      const classified = classify(error, { what: 'run' });
+      if (classified.kind === 'flush-timeout' && !keeper.signal.aborted) {
+        // Cut at the cutoff: consistent (the intent names what may exist), in time, reported.
+        logger.warn(classified.message, { kind: classified.kind });
+        this.summary.stopReason = 'flush-timeout';
+        return this.finish();
+      }
+      throw classified;
+    } finally {
+      await rm(this.spoolDir, { recursive: true, force: true }).catch(() => undefined);
+      const speed = this.speed.snapshot();
+      await keeper.release((lease) => this.options.checkpoints.release(lease, speed));
+      this.summary.lease.releasedAtMs = Date.now();
+      this.summary.lease.renewals = keeper.renewals;
+    }
+  }
+
+  private async withLease(acquisition: Extract<Acquisition, { acquired: true }>): Promise<RunSummary> {
+    const { config, logger, deadline } = this;
+    const keeper = this.keeperOrFail;
+    const checkpoint = acquisition.checkpoint;
+    this.summary.startCheckpoint = checkpoint ? formatLsn(checkpoint.lsn) : null;
+    this.summary.checkpoint = this.summary.startCheckpoint ?? '0/0';
+    const recovery = await recover(
+      acquisition,
+      {
+        objects: this.options.objects,
+        lease: keeper,
+        deadline,
+        signal: this.signal,
+        logger,
+        clock: this.clock,
+      },
+      () => this.options.checkpoints.clearIntent(keeper.lease),
+    );
+    this.summary.recoveredObjects += recovery.deletedObjects;
+    if (!recovery.completed) {
+      this.summary.stopReason = 'deadline';
+      return this.finish();
+    }
+
+    const source = await withRetry(() => openSourceClient(this.connection), {
+      what: 'connecting to postgres',
+      origin: 'source',
+      deadline,
+    });
+    try {
+      const slot = await checkSource(source, {
+        slot: config.slot,
+        publication: config.publication,
+        plugin: config.plugin,
+      });
+      if (slot.active) {
+        logger.info('the slot is streaming to another process; leaving this run to it', {
+          activePid: slot.activePid,
+        });
+        this.summary.stopReason = 'lease-held';
+        return this.finish();
+      }
+      await this.adaptToServer(source, slot);
+      const target = this.options.untilCaughtUp ? await currentWalLsn(source) : undefined;
+      const catalog = new TypeCatalog(source);
+      const first = await this.openReplication();
+      try {
+        const identity = {
+          systemId: first.identity.systemId,
+          timeline: first.identity.timeline,
+          database: first.identity.database,
+          slot: config.slot,
+        };
+        const decision = decideResume(checkpoint, slot, identity, config);
+        for (const note of decision.notes) logger[note.level](note.message, note.fields);
+        this.summary.sourceChanged = decision.sourceChanged;
+        this.summary.checkpoint = formatLsn(decision.position.lsn);
+        const commits = new CommitSequence(
+          {
+            objects: this.options.objects,
+            checkpoints: this.options.checkpoints,
+            logger,
+            deadline,
+            speed: this.speed,
+            pipeline: config.pipeline,
+            slot: config.slot,
+            runId: this.runId,
+            source: decision.source,
+            lease: keeper,
+            signal: this.signal,
+            acknowledge: (lsn) => this.acknowledge?.(lsn),
+          },
+          checkpoint,
+        );
+        await this.streamWithReconnects(commits, decision.position, first, catalog, target, source);
+      } finally {
+        await first.connection.close();
+      }
+      await this.reportSlot(source);
+      logger.info('run finished', { ...this.finish() });
+      return this.finish();
+    } finally {
+      await source.end().catch(() => undefined);
+    }
+  }
+
+  /** Where acknowledgements go: the current session's stream (none between sessions). */
+  private acknowledge: ((lsn: Lsn) => void) | undefined;
+
+  private async openReplication(): Promise<{ connection: ReplicationConnection; identity: SystemIdentity }> {
+    const connection = await withRetry(() => ReplicationConnection.open(this.connection), {
+      what: 'opening the replication connection',
+      origin: 'source',
+      deadline: this.deadline,
+    });
+    try {
+      await connection.assertSessionSettings();
+      const identity = await connection.identifySystem();
+      return { connection, identity };
+    } catch (error) {
+      await connection.close();
+      throw classify(error, { origin: 'source', what: 'identifying the source system' });
+    }
+  }
+
+  /**
+   * Streams sessions until a stop. A dropped connection abandons the uncommitted batch and reconnects from the
+   * checkpoint, under the reconnect policy, while the lease is held and time allows.
+   */
+  private async streamWithReconnects(
+    commits: CommitSequence,
+    start: ResumePosition,
+    first: { connection: ReplicationConnection; identity: SystemIdentity },
+    catalog: TypeCatalog,
+    target: Lsn | undefined,
+    source: pg.Client,
+  ): Promise<void> {
+    const keeper = this.keeperOrFail;
+    let opened: { connection: ReplicationConnection; identity: SystemIdentity } | undefined = first;
+    const policy: RetryPolicy = {
+      maxAttempts: this.config.reconnectAttempts + 1,
+      baseDelayMs: RECONNECT_BASE_DELAY_MS,
+      maxDelayMs: RECONNECT_MAX_DELAY_MS,
+    };
+    let resume = start;
+    this.summary.stopReason = await withRetry(
+      async () => {
+        const current = opened ?? (await this.openReplication());
+        opened = undefined;
+        try {
+          if (current.identity.systemId !== first.identity.systemId)
+            throw new SlotlakeError(
+              `after reconnecting, the source is system ${current.identity.systemId}, not ${first.identity.systemId}`,
+              {
+                kind: 'source-changed',
+                origin: 'source',
+                hint: 'DATABASE_URL now reaches another server; the next run checks it against the checkpoint',
+              },
+            );
+          return await this.streamSession(commits, resume, current, catalog, target, source);
+        } finally {
+          if (current !== first) await current.connection.close();
+        }
+      },
+      {
+        what: 'streaming',
+        origin: 'source',
+        policy,
+        signal: this.signal,
+        shouldRetry: (error, attempt) =>
+          (error.isSourceConnectionLoss || (attempt > 1 && error.kind === 'slot-in-use')) &&
+          keeper.held &&
+          this.deadline.usableMs() > RECONNECT_MIN_USABLE_MS &&
+          !this.options.stopSignal?.aborted,
+        onRetry: (error, attempt) => {
+          const stored = commits.checkpoint;
+          resume = stored ? { lsn: stored.lsn, partial: stored.partial } : start;
+          this.summary.reconnects++;
+          this.logger.warn('the Postgres connection dropped; reconnecting from the checkpoint', {
+            attempt,
+            kind: error.kind,
+            resumeLsn: formatLsn(resume.lsn),
+          });
+        },
+      },
+    );
+  }
+
+  private async streamSession(
+    commits: CommitSequence,
+    resume: ResumePosition,
+    opened: { connection: ReplicationConnection; identity: SystemIdentity },
+    catalog: TypeCatalog,
+    target: Lsn | undefined,
+    source: pg.Client,
+  ): Promise<StopReason> {
+    const { config, logger } = this;
+    const keeper = this.keeperOrFail;
+    const stream = opened.connection.startReplication(
+      {
+        slot: config.slot,
+        startLsn: resume.lsn,
+        pluginOptions: pluginOptions(config),
+        statusIntervalMs: this.statusIntervalMs,
+        highWaterBytes: config.readBufferBytes,
+      },
+      this.clock,
+    );
+    this.acknowledge = (lsn) => stream.acknowledge(lsn);
+    const session = new ReplicationSession({
+      config,
+      logger,
+      deadline: this.deadline,
+      clock: this.clock,
+      stream,
+      database: opened.identity.database,
+      resume,
+      commits,
+      newBatch: () => this.newBatch(),
+      catalog,
+      target,
+      stopSignal: this.options.stopSignal,
+      assertLeaseHeld: () => keeper.assertHeld(),
+      statusIntervalMs: this.statusIntervalMs,
+      counters: {
+        onCommitted: (result, counts) => {
+          const summary = this.summary;
+          summary.batches += result.objects.length > 0 ? 1 : 0;
+          summary.objects += result.objects.length;
+          summary.bytes += result.bytes;
+          summary.changes += result.rows;
+          summary.transactions += counts.transactions;
+          summary.skippedTransactions += counts.skipped;
+          summary.flushMs += result.flushMs;
+          if (result.checkpoint) {
+            summary.checkpoint = formatLsn(result.checkpoint.lsn);
+            summary.partial = result.checkpoint.partial
+              ? {
+                  commitLsn: formatLsn(result.checkpoint.partial.commitLsn),
+                  nextSeq: result.checkpoint.partial.nextSeq,
+                }
+              : null;
+          }
+          this.options.onBatch?.(summary);
+        },
+        onFramesRead: () => undefined,
+      },
+    });
+    try {
+      return await session.run();
+    } catch (error) {
+      const classified = classify(error, { what: 'streaming' });
+      stream.abandon();
+      const batch = session.currentBatch;
+      await batch.discard().catch(() => undefined);
+      // A reconnect re-reads the uncommitted batch from the checkpoint: whatever of it reached S3 goes first
+      // (its keys are in the intent). Never once its checkpoint write began (it may be committed), never
+      // without the lease, never after the cutoff — the next run's recovery handles those from the intent.
+      if (
+        classified.isSourceConnectionLoss &&
+        !batch.checkpointBegun &&
+        keeper.held &&
+        !this.signal.aborted &&
+        batch.registeredKeys.length > 0
+      ) {
+        this.summary.recoveredObjects += await deleteUncommitted(
+          batch.registeredKeys,
+          {
+            objects: this.options.objects,
+            lease: keeper,
+            deadline: this.deadline,
+            signal: this.signal,
+            logger,
+            clock: this.clock,
+          },
+          () => this.options.checkpoints.clearIntent(keeper.lease),
+        );
+      }
+      throw await this.refine(classified, source);
+    } finally {
+      this.acknowledge = undefined;
+      this.summary.statusUpdates += stream.statusUpdatesSent;
+      this.summary.readPauses += stream.readPauses;
+    }
+  }
+
+  /**
+   * START_REPLICATION's 42704 (undefined object) and 55000 (object not in prerequisite state) do not say which
+   * object: the slot or publication may have been dropped, or the slot invalidated, since the run checked.
+   * Check again and raise the precise error.
+   */
+  private async refine(error: SlotlakeError, source: pg.Client): Promise<SlotlakeError> {
+    if (error.sqlState === '42501')
+      return (await pluginNotAllowed(source, this.config.plugin).catch(() => undefined)) ?? error;
+    if (error.sqlState !== '42704' && error.sqlState !== '55000') return error;
+    try {
+      await checkSource(source, {
+        slot: this.config.slot,
+        publication: this.config.publication,
+        plugin: this.config.plugin,
+      });
+    } catch (precise) {
+      return classify(precise, { origin: 'source', what: 'checking the source database' });
+    }
+    return error;
+  }
+
+  private newBatch(): BatchWriter<string> {
+    const keeper = this.keeperOrFail;
+    return new BatchWriter(
+      {
+        store: this.options.objects,
+        format: JSONL_FORMAT,
+        spoolDir: this.spoolDir,
+        objectMaxBytes: this.config.objectMaxBytes,
+        speed: this.speed,
+        deadline: this.deadline,
+        signal: this.signal,
+        assertWritable: () => keeper.assertHeld(),
+        registerIntent: (keys, signal) =>
+          withRetry(() => this.options.checkpoints.recordIntent(keeper.lease, keys, signal), {
+            what: 'recording the intent',
+            origin: 'checkpoint-store',
+            deadline: this.deadline,
+            signal,
+          }),
+      },
+      this.clock.nowMs(),
+    );
+  }
+
+  /**
+   * Reads the server settings that shape a healthy session: status updates must reach the server well within
+   * wal_sender_timeout (it drops a quiet client), and retained WAL is compared with max_slot_wal_keep_size
+   * (past it the server invalidates the slot).
+   */
+  private async adaptToServer(source: pg.Client, slot: SlotState): Promise<void> {
+    const settings = await source
+      .query(
+        `SELECT name, setting::bigint AS value, unit FROM pg_settings
+          WHERE name IN ('wal_sender_timeout', 'max_slot_wal_keep_size')`,
+      )
+      .catch(() => ({ rows: [] as Array<{ name: string; value: string; unit: string | null }> }));
+    const byName = new Map(
+      (settings.rows as Array<{ name: string; value: string; unit: string | null }>).map((row) => [
+        row.name,
+        row,
+      ]),
+    );
+    const timeout = byName.get('wal_sender_timeout');
+    const timeoutMs = timeout ? Number(timeout.value) * (timeout.unit === 's' ? 1000 : 1) : 0;
+    if (timeoutMs > 0 && timeoutMs / 3 < this.statusIntervalMs) {
+      this.statusIntervalMs = Math.max(100, Math.floor(timeoutMs / 3));
+      this.logger.info('status interval shortened to a third of the server wal_sender_timeout', {
+        walSenderTimeoutMs: timeoutMs,
+        statusIntervalMs: this.statusIntervalMs,
+      });
+    }
+    const keep = byName.get('max_slot_wal_keep_size');
+    const keepBytes = keep && Number(keep.value) >= 0 ? Number(keep.value) * 1024 * 1024 : undefined; // MB
+    if (
+      slot.walStatus === 'unreserved' ||
+      (keepBytes !== undefined && slot.retainedWalBytes >= 0.8 * keepBytes)
+    ) {
+      this.logger.warn(
+        'the slot retains WAL close to max_slot_wal_keep_size: it will be invalidated if it falls further behind',
+        {
+          retainedWalBytes: slot.retainedWalBytes,
+          maxSlotWalKeepSizeBytes: keepBytes,
+          walStatus: slot.walStatus,
+          safeWalSize: slot.safeWalSize,
+        },
+      );
+    } else if (keepBytes === undefined && slot.retainedWalBytes > 10 * 1024 ** 3) {
+      this.logger.warn('the slot retains more than 10 GiB of WAL and max_slot_wal_keep_size is unlimited', {
+        retainedWalBytes: slot.retainedWalBytes,
+      });
+    }
+  }
+
+  private async reportSlot(source: pg.Client): Promise<void> {
+    const slot = await readSlot(source, this.config.slot).catch(() => null);
+    this.summary.lagBytes = slot?.lagBytes ?? null;
+    this.summary.retainedWalBytes = slot?.retainedWalBytes ?? null;
+    this.summary.walStatus = slot?.walStatus ?? null;
+    this.summary.safeWalSize = slot?.safeWalSize ?? null;
+  }
+}
+
+/** The server's current WAL position: `--until-caught-up` archives everything written before it. */
+async function currentWalLsn(source: pg.Client): Promise<Lsn> {
+  try {
+    const result = await source.query('SELECT pg_current_wal_lsn()::text AS lsn');
+    return parseLsn((result.rows[0] as { lsn: string }).lsn);
+  } catch (error) {
+    throw classify(error, { origin: 'source', what: 'reading pg_current_wal_lsn()' });
+  }
+}

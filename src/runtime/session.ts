@@ -1,0 +1,412 @@
+/**
+ * One replication session: START_REPLICATION, frames in, batches committed, CopyDone — I/O and ordering only.
+ *
+ * The session reads frames from the stream (replication/connection.ts), decodes them (the configured plugin's
+ * decoder), hands the messages to the transaction assembler (pipeline/assembler.ts, which decides what is new
+ * and what the durable position is), turns its changes into records (pipeline/records.ts) appended to the
+ * current batch (sink/batch.ts), and asks the batch policy (pipeline/batch-policy.ts) when a batch ends; the
+ * commit sequence (runtime/commit.ts) then makes it durable, checkpoints and acknowledges. Keepalives tell the
+ * assembler the server's position, which lets an idle slot advance. Before each frame the session asks the
+ * deadline whether the time left still covers the estimated flush; when not — or on a signal, once caught up,
+ * or idle — it stops reading, commits the final batch and ends the stream cleanly. A dropped connection throws
+ * (a `source-connection-lost` error); the run (runtime/run.ts) decides whether to reconnect.
+ */
+import type { Config } from '../config.js';
+import type { LogicalMessage } from '../decoding/messages.js';
+import { PgoutputDecoder } from '../decoding/pgoutput.js';
+import type { TypeInfo, TypeRegistry } from '../decoding/values.js';
+import { Wal2jsonDecoder, wal2jsonPluginOptions } from '../decoding/wal2json.js';
+import { SlotlakeError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { formatLsn, type Lsn } from '../lsn.js';
+import { publicationNamesOption } from '../names.js';
+import {
+  TransactionAssembler,
+  type Change,
+  type RelationVersion,
+  type ResumePosition,
+  type TransactionInfo,
+} from '../pipeline/assembler.js';
+import { BatchPolicy, IdleAdvance } from '../pipeline/batch-policy.js';
+import { RelationEncoder, transactionSource, type TransactionSource } from '../pipeline/records.js';
+import type { XLogDataFrame } from '../protocol/frames.js';
+import type { TypeCatalog } from '../replication/catalog.js';
+import type { ReplicationStream } from '../replication/connection.js';
+import type { BatchWriter, TableSchemaRef } from '../sink/batch.js';
+import type { Clock, Deadline } from '../support/deadline.js';
+import { killPoint } from '../support/kill-points.js';
+import type { CommitSequence, CommitResult } from './commit.js';
+import type { StopReason } from './summary.js';
+
+/** The configured plugin's START_REPLICATION options. */
+export function pluginOptions(config: Config): Record<string, string> {
+  if (config.plugin === 'wal2json') return wal2jsonPluginOptions(config.tables);
+  return {
+    proto_version: String(config.protocolVersion),
+    publication_names: publicationNamesOption([config.publication]),
+  };
+}
+
+/** The configured plugin's decoder: pgoutput yields one message per frame, wal2json one or more. */
+function messageDecoder(
+  config: Config,
+): (frame: XLogDataFrame) => LogicalMessage | readonly LogicalMessage[] {
+  if (config.plugin === 'wal2json') {
+    const decoder = new Wal2jsonDecoder();
+    return (frame) => decoder.decode(frame.data, frame.walStart);
+  }
+  const decoder = new PgoutputDecoder({ protocolVersion: config.protocolVersion });
+  return (frame) => decoder.decode(frame.data);
+}
+
+/**
+ * How often (in frames) the flush estimate is refreshed: it walks the open objects, too costly per frame;
+ * 64 frames are a few milliseconds of reading at most.
+ */
+const FRAMES_PER_ESTIMATE = 64;
+/**
+ * A long backlog is processed without waiting on I/O; yield to the event loop every this many frames so
+ * timers — status updates, lease renewal, the fence — are never starved.
+ */
+const FRAMES_PER_YIELD = 2_000;
+/** The longest single wait for a frame: the loop re-checks the deadline, signals and idleness this often. */
+const MAX_FRAME_WAIT_MS = 250;
+/** While idle, ask the server for its position (a keepalive) at most this often. */
+const KEEPALIVE_REQUEST_INTERVAL_MS = 200;
+
+/** What the session reports to the run as batches commit. */
+export interface SessionCounters {
+  onCommitted(result: CommitResult, counts: { transactions: number; skipped: number }): void;
+  onFramesRead(statusUpdates: number, readPauses: number): void;
+}
+
+export interface SessionOptions {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly deadline: Deadline;
+  readonly clock: Clock;
+  readonly stream: ReplicationStream;
+  readonly database: string;
+  readonly resume: ResumePosition;
+  readonly commits: CommitSequence;
+  readonly newBatch: () => BatchWriter<string>;
+  readonly catalog: TypeCatalog;
+  /** Stop once everything before this LSN is archived (`--until-caught-up`). */
+  readonly target: Lsn | undefined;
+  readonly stopSignal: AbortSignal | undefined;
+  /** Throws when the lease is lost (checked before each frame). */
+  readonly assertLeaseHeld: () => void;
+  readonly statusIntervalMs: number;
+  readonly counters: SessionCounters;
+}
+
+/** A registry that prefers the catalog's facts (domains, element types) over pgoutput's Type messages. */
+class MergedRegistry implements TypeRegistry {
+  constructor(
+    private readonly catalog: ReadonlyMap<number, TypeInfo>,
+    private readonly described: ReadonlyMap<number, TypeInfo>,
+  ) {}
+
+  get(oid: number): TypeInfo | undefined {
+    return this.catalog.get(oid) ?? this.described.get(oid);
+  }
+
+  *values(): Iterable<TypeInfo> {
+    yield* this.catalog.values();
+    for (const [oid, info] of this.described) if (!this.catalog.has(oid)) yield info;
+  }
+}
+
+/**
+ * The state of one session, one field each: the session's loop reads and moves these, nothing else does.
+ */
+export class ReplicationSession {
+  /** Decides what is new and the durable position. */
+  private readonly assembler: TransactionAssembler;
+  /** When a batch ends. */
+  private readonly policy: BatchPolicy;
+  /** When the checkpoint follows the server while idle. */
+  private readonly idle: IdleAdvance;
+  /** The batch being written. */
+  private batch: BatchWriter<string>;
+  /** Transactions whose changes went into the current batch and that completed in it. */
+  private batchTransactions = 0;
+  /** Transactions skipped as already archived, since the last commit. */
+  private batchSkipped = 0;
+  /** One encoder per relation schema version. */
+  private readonly encoders = new Map<number, RelationEncoder>();
+  /** The schema handle objects are opened with, per relation schema version. */
+  private readonly schemas = new Map<number, TableSchemaRef>();
+  /** Types described by the stream's Type messages. */
+  private readonly described = new Map<number, TypeInfo>();
+  private readonly registry: MergedRegistry;
+  /** The `source` JSON fragments of the open transaction. */
+  private transactionJson: { readonly info: TransactionInfo; readonly json: TransactionSource } | undefined;
+  /** Set once everything before the target is archived. */
+  private caughtUp: boolean;
+  private lastDataAtMs: number;
+  private lastKeepaliveRequestMs = 0;
+  private framesSinceEstimate = 0;
+  private framesSinceYield = 0;
+  private flushEstimateMs: number;
+  private changesRead = 0;
+  private readonly decode: (frame: XLogDataFrame) => LogicalMessage | readonly LogicalMessage[];
+
+  constructor(private readonly options: SessionOptions) {
+    const { config, clock, resume } = options;
+    this.assembler = new TransactionAssembler(resume);
+    this.policy = new BatchPolicy({
+      maxRows: config.batchMaxRows,
+      maxBytes: config.batchMaxBytes,
+      maxAgeMs: config.batchMaxAgeMs,
+    });
+    this.idle = new IdleAdvance(options.statusIntervalMs, clock.nowMs());
+    this.batch = options.newBatch();
+    this.registry = new MergedRegistry(options.catalog.registry, this.described);
+    this.caughtUp =
+      options.target !== undefined && resume.lsn >= options.target && resume.partial === undefined;
+    this.lastDataAtMs = clock.nowMs();
+    this.flushEstimateMs = options.commits.estimateTailMs();
+    this.decode = messageDecoder(config);
+  }
+
+  /** The batch not yet committed (the run abandons it after a failure). */
+  get currentBatch(): BatchWriter<string> {
+    return this.batch;
+  }
+
+  /** Streams until a stop; commits the final batch; ends the stream. Returns why reading stopped. */
+  async run(): Promise<StopReason> {
+    const { stream, logger, deadline, options } = { ...this.options, options: this.options };
+    logger.info('streaming', {
+      resumeLsn: formatLsn(options.resume.lsn),
+      partial: options.resume.partial
+        ? `${formatLsn(options.resume.partial.commitLsn)}#${options.resume.partial.nextSeq}`
+        : undefined,
+      target: options.target === undefined ? undefined : formatLsn(options.target),
+      budgetMs: deadline.isBounded ? Math.round(deadline.remainingMs()) : null,
+    });
+    let stopReason: StopReason | undefined;
+    while (stopReason === undefined) {
+      stopReason = this.stopReason();
+      if (stopReason !== undefined) break;
+      // A long backlog never waits on I/O: yield now and then so timers are never starved.
+      if (++this.framesSinceYield >= FRAMES_PER_YIELD) {
+        this.framesSinceYield = 0;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      const waitMs = Math.max(0, Math.min(MAX_FRAME_WAIT_MS, deadline.usableMs() - this.flushEstimateMs));
+      const frame = await stream.next(waitMs);
+      if (frame === 'ended') {
+        throw new SlotlakeError('the server ended the replication stream', {
+          kind: 'source-connection-lost',
+          origin: 'source',
+          retryable: true,
+          hint: 'the next run resumes from the checkpoint',
+        });
+      }
+      if (frame === 'timeout') stopReason = await this.onQuiet();
+      else if (frame.type === 'keepalive') await this.onKeepalive(frame.walEnd);
+      else await this.onData(frame);
+    }
+    // Drain: make everything read durable, checkpoint, acknowledge; then end the stream cleanly.
+    await this.commitBatch();
+    await stream.stop();
+    options.counters.onFramesRead(stream.statusUpdatesSent, stream.readPauses);
+    return stopReason;
+  }
+
+  /** Why reading must stop now, if it must. */
+  private stopReason(): StopReason | undefined {
+    const { options, deadline, config } = { ...this.options, options: this.options };
+    options.assertLeaseHeld();
+    if (options.stopSignal?.aborted) return 'signal';
+    if (this.caughtUp && !this.assembler.inTransaction) return 'caught-up';
+    if (this.framesSinceEstimate++ >= FRAMES_PER_ESTIMATE) this.refreshEstimate();
+    const testStop =
+      config.testStopAfterChanges !== undefined && this.changesRead >= config.testStopAfterChanges;
+    if (deadline.mustStopReading(this.flushEstimateMs) || testStop) {
+      options.logger.info('deadline near: stopping reading to flush', {
+        remainingMs: Math.round(deadline.remainingMs()),
+        flushEstimateMs: Math.round(this.flushEstimateMs),
+        openTransaction: this.assembler.inTransaction,
+      });
+      return 'deadline';
+    }
+    return undefined;
+  }
+
+  private refreshEstimate(): void {
+    this.framesSinceEstimate = 0;
+    this.flushEstimateMs = this.batch.estimateUploadMs() + this.options.commits.estimateTailMs();
+    this.batch.checkUploads();
+  }
+
+  /** No frame for a while: commit an old batch, advance while idle, stop when idle long enough. */
+  private async onQuiet(): Promise<StopReason | undefined> {
+    const { clock, config, stream } = this.options;
+    this.framesSinceEstimate = FRAMES_PER_ESTIMATE;
+    if (this.assembler.inTransaction) return undefined;
+    const now = clock.nowMs();
+    if (this.policy.rotationDue(this.batch, now)) await this.commitBatch();
+    await this.maybeAdvanceIdle();
+    if (config.idleTimeoutMs !== undefined && now - this.lastDataAtMs >= config.idleTimeoutMs) return 'idle';
+    // Ask where the server is, to adopt its position while idle and to notice being caught up.
+    if (now - this.lastKeepaliveRequestMs >= KEEPALIVE_REQUEST_INTERVAL_MS) {
+      this.lastKeepaliveRequestMs = now;
+      stream.requestKeepalive();
+    }
+    return undefined;
+  }
+
+  private async onKeepalive(walEnd: Lsn): Promise<void> {
+    if (this.assembler.inTransaction) return;
+    this.assembler.noteServerPosition(walEnd);
+    const { target } = this.options;
+    if (target !== undefined && walEnd >= target && this.assembler.atRest) this.caughtUp = true;
+    await this.maybeAdvanceIdle();
+  }
+
+  /**
+   * Idle advance: nothing is pending, so the server's keepalive position lies past everything it sent for
+   * this slot; moving the checkpoint there (and acknowledging it, through the ordinary commit sequence) lets
+   * the server recycle WAL that holds nothing for this publication — an idle or filtered slot would
+   * otherwise pin WAL forever.
+   */
+  private async maybeAdvanceIdle(): Promise<void> {
+    const position = this.assembler.durablePosition();
+    const stored = this.options.commits.checkpoint?.lsn ?? this.options.resume.lsn;
+    if (
+      this.idle.due(
+        this.assembler.atRest,
+        this.batch.isEmpty,
+        position.lsn,
+        stored,
+        this.options.clock.nowMs(),
+      )
+    )
+      await this.commitBatch();
+  }
+
+  private async onData(frame: XLogDataFrame): Promise<void> {
+    this.lastDataAtMs = this.options.clock.nowMs();
+    const decoded = this.decode(frame);
+    if (Array.isArray(decoded)) {
+      for (const message of decoded as readonly LogicalMessage[])
+        await this.onMessage(message, frame.walStart);
+      this.framesSinceEstimate = FRAMES_PER_ESTIMATE;
+    } else await this.onMessage(decoded as LogicalMessage, frame.walStart);
+  }
+
+  private async onMessage(message: LogicalMessage, walStart: Lsn): Promise<void> {
+    const event = this.assembler.accept(message, walStart);
+    switch (event.kind) {
+      case 'none':
+        return;
+      case 'begin':
+        this.framesSinceEstimate = FRAMES_PER_ESTIMATE;
+        return;
+      case 'type':
+        this.described.set(event.type.oid, event.type);
+        return;
+      case 'relation':
+        await this.describe(event.relation);
+        return;
+      case 'changes':
+        for (const change of event.changes) await this.write(change);
+        return;
+      case 'commit': {
+        this.framesSinceEstimate = FRAMES_PER_ESTIMATE;
+        this.transactionJson = undefined;
+        if (event.archived) this.batchTransactions++;
+        else this.batchSkipped++;
+        const { target } = this.options;
+        if (target !== undefined && this.assembler.lastCompleteLsn >= target) this.caughtUp = true;
+        if (this.policy.rotationDue(this.batch, this.options.clock.nowMs())) await this.commitBatch();
+        return;
+      }
+    }
+  }
+
+  /** A relation (re)described: load what the catalog knows of its types, build its encoder once per version. */
+  private async describe(version: RelationVersion): Promise<void> {
+    if (this.encoders.has(version.schemaId)) return;
+    await this.options.catalog.load(version.relation.columns.map((column) => column.typeOid));
+    this.encoders.set(
+      version.schemaId,
+      new RelationEncoder(version.relation, this.options.database, this.registry),
+    );
+    const relation = version.relation;
+    this.schemas.set(version.schemaId, {
+      id: version.schemaId,
+      table: { schema: relation.namespace, table: relation.name },
+      description: {
+        replicaIdentity: relation.replicaIdentity,
+        columns: relation.columns.map((column) => ({
+          name: column.name,
+          typeOid: column.typeOid,
+          typeModifier: column.typeModifier,
+          key: column.isKey,
+          type: this.registry.get(column.typeOid)?.name,
+        })),
+      },
+    });
+  }
+
+  private sourceOf(info: TransactionInfo): TransactionSource {
+    if (this.transactionJson?.info !== info)
+      this.transactionJson = {
+        info,
+        json: transactionSource(formatLsn(info.commitLsn), info.xid, info.commitTimeUnixUs),
+      };
+    return this.transactionJson.json;
+  }
+
+  private async write(change: Change): Promise<void> {
+    const encoder = this.encoders.get(change.relation.schemaId)!;
+    const schema = this.schemas.get(change.relation.schemaId)!;
+    const target = {
+      schema,
+      dt: change.transaction.dt,
+      commitLsn: change.transaction.commitLsn,
+      seq: change.seq,
+      transactionContinues: change.transactionContinues,
+    };
+    // The intent (in the checkpoint item) holds this batch's keys: end the batch first, even inside a
+    // transaction, when one more object would pass its bounds. The next batch continues the transaction.
+    if (
+      this.batch.opensObject(target) &&
+      this.policy.mustEndBeforeNewObject(this.batch, this.batch.maxKeyBytes(schema.table))
+    ) {
+      await this.commitBatch(this.assembler.positionBefore(change));
+      target.transactionContinues = true;
+    }
+    const line = encoder.encode(
+      change.op,
+      change.before,
+      change.beforeIsKey,
+      change.after,
+      formatLsn(change.lsn),
+      change.seq,
+      this.sourceOf(change.transaction),
+    );
+    const object = this.batch.write(target, line, line.length + 1);
+    this.changesRead++;
+    if (change.seq >= 1) killPoint('mid-transaction');
+    if (object.needsDrain) await object.drain();
+  }
+
+  /** Commits the current batch (at the assembler's durable position by default) and starts a new one. */
+  private async commitBatch(position = this.assembler.durablePosition()): Promise<void> {
+    const transactions = this.batchTransactions;
+    const result = await this.options.commits.commit(this.batch, position, {
+      transactions,
+      changes: this.batch.rows,
+    });
+    this.options.counters.onCommitted(result, { transactions, skipped: this.batchSkipped });
+    this.batchTransactions = 0;
+    this.batchSkipped = 0;
+    this.assembler.batchCommitted();
+    this.batch = this.options.newBatch();
+  }
+}
