@@ -43,7 +43,11 @@ describe('overlapping runs', () => {
         const archivers = results.filter((result) => result.summary?.stopReason !== 'lease-held');
         const held = results.filter((result) => result.summary?.stopReason === 'lease-held');
         assert.equal(archivers.length, 1, `round ${round}: exactly one run archives`);
-        assert.equal(archivers[0]!.summary?.changes, 20, JSON.stringify(archivers[0]!.summary) + archivers[0]!.stderr);
+        assert.equal(
+          archivers[0]!.summary?.changes,
+          20,
+          JSON.stringify(archivers[0]!.summary) + archivers[0]!.stderr,
+        );
         for (const other of held) {
           assert.equal(other.summary?.changes, 0);
           assert.equal(other.summary?.objects, 0);
