@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
+import fc from 'fast-check';
 import type { Tuple, TupleValue } from '../../src/decoding/messages.js';
 import { PgType, type TypeInfo } from '../../src/decoding/values.js';
 import {
@@ -16,6 +17,7 @@ import {
   type ParquetColumn,
   type ParquetCompression,
 } from '../../src/sink/parquet/writer.js';
+import { formatDecimal } from '../../src/sink/parquet/statistics.js';
 
 const TOAST = Symbol('unchanged toast');
 const UNREP = Symbol('unrepresentable');
@@ -721,12 +723,14 @@ describe('the writer', () => {
     assert.equal(rows[0]!.n, 0);
   });
 
-  it('refuses what it cannot write faithfully', () => {
+  it('refuses what it cannot write faithfully', async () => {
     const path = join(dir, 'refused.parquet');
     const writer = new ParquetObjectWriter(path, COLUMNS, { compression: 'none' });
     const change = changes()[0]!;
     assert.throws(() => writer.write({ ...change, lsn: 1n << 63n }), /LSN .* does not fit/);
     assert.throws(() => writer.write({ ...change, row: change.row!.slice(1) }), /columns/);
+    assert.throws(() => writer.write({ ...change, seq: -1 }), /seq -1/);
+    assert.throws(() => writer.write({ ...change, op: 'x' as 'c' }), /unknown change op/);
     assert.throws(
       () =>
         new ParquetObjectWriter(path, [{ name: '_op', typeOid: PgType.text, typeModifier: -1 }], {
@@ -746,7 +750,13 @@ describe('the writer', () => {
         ),
       /field id 5/,
     );
-    return writer.discard();
+    // a refused change leaves nothing behind: the object stays consistent
+    writer.write(change);
+    await writer.close();
+    const rows = await query(
+      `SELECT count(*)::int AS n, min(_seq)::int AS seq FROM read_parquet(${quote(path)})`,
+    );
+    assert.deepEqual(rows, [{ n: 1, seq: 0 }]);
   });
 
   it("merges the caller's unchanged TOAST names with the row's", async () => {
@@ -773,6 +783,67 @@ describe('the writer', () => {
     await writer.close();
     const rows = await query(`SELECT a, b, _unchanged_toast FROM read_parquet(${quote(path)})`);
     assert.deepEqual(rows, [{ a: null, b: 'x', _unchanged_toast: ['a', 'b'] }]);
+  });
+});
+
+describe('random values (property)', () => {
+  it('text, int8, numeric(20,4) and text[] survive the round trip', async () => {
+    const columns: ParquetColumn[] = [
+      { name: 's', typeOid: PgType.text, typeModifier: -1 },
+      { name: 'n', typeOid: PgType.int8, typeModifier: -1 },
+      { name: 'd', typeOid: PgType.numeric, typeModifier: numeric(20, 4) },
+      { name: 'a', typeOid: 1009, typeModifier: -1 },
+    ];
+    const text = fc.string({ unit: 'grapheme', maxLength: 12 });
+    const row = fc.record({
+      s: fc.option(text),
+      n: fc.option(fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n })),
+      d: fc.option(fc.bigInt({ min: -(10n ** 20n) + 1n, max: 10n ** 20n - 1n })),
+      a: fc.option(fc.array(fc.option(text), { maxLength: 4 })),
+    });
+    const arrayText = (items: (string | null)[]) =>
+      `{${items.map((item) => (item === null ? 'NULL' : `"${item.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`)).join(',')}}`;
+    let run = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(row, { minLength: 1, maxLength: 40 }), async (rows) => {
+        const path = join(dir, `property-${run++}.parquet`);
+        const writer = new ParquetObjectWriter(path, columns, { compression: 'zstd', rowGroupRows: 7 });
+        rows.forEach((r, seq) => {
+          const value = (t: string | null): TupleValue =>
+            t === null ? { kind: 'null' } : { kind: 'text', text: t };
+          writer.write({
+            op: 'c',
+            lsn: BigInt(seq),
+            commitLsn: 1n,
+            seq,
+            txId: 1,
+            commitTimeUnixUs: 0n,
+            row: [
+              value(r.s),
+              value(r.n === null ? null : String(r.n)),
+              value(r.d === null ? null : formatDecimal(r.d, 4)),
+              value(r.a === null ? null : arrayText(r.a)),
+            ],
+            beforeJson: null,
+            unchangedToast: null,
+          });
+        });
+        await writer.close();
+        const back = await query(
+          `SELECT s, n::varchar AS n, d::varchar AS d, a FROM read_parquet(${quote(path)}) ORDER BY _seq`,
+        );
+        assert.deepEqual(
+          back,
+          rows.map((r) => ({
+            s: r.s,
+            n: r.n === null ? null : String(r.n),
+            d: r.d === null ? null : formatDecimal(r.d, 4),
+            a: r.a,
+          })),
+        );
+      }),
+      { numRuns: 25 },
+    );
   });
 });
 

@@ -168,7 +168,12 @@ interface Field {
 function listConverter(scalar: ScalarType, delimiter: string): Converter<unknown[]> {
   const convert = scalar.convert;
   return (text) => {
-    const parsed = parsePgArray(text, delimiter);
+    let parsed: ReturnType<typeof parsePgArray>;
+    try {
+      parsed = parsePgArray(text, delimiter);
+    } catch {
+      return UNREPRESENTABLE; // as values.ts does: text it cannot parse is kept as text
+    }
     if (parsed === undefined) return UNREPRESENTABLE;
     const values: unknown[] = new Array(parsed.length);
     for (let i = 0; i < parsed.length; i++) {
@@ -309,6 +314,10 @@ export class ParquetObjectWriter {
     const commitLsn = checkInt64(change.commitLsn, 'commit LSN');
     const commitTs = change.commitTimeUnixUs;
     if (commitTs < -INT64_MAX - 1n || commitTs > INT64_MAX) throw new RangeError('commit time out of range');
+    // numbers, not bigints: the delta encoder takes both, and int32-range numbers need no allocation
+    const seq = checkInteger(change.seq, 'seq');
+    const txId = checkInteger(change.txId, 'txId');
+    // everything that can throw is checked above: from here on every column gets exactly one value
     const row = change.row;
     const columns = this.tableColumns;
     if (row !== undefined && row.length !== columns) {
@@ -363,9 +372,8 @@ export class ParquetObjectWriter {
     buffers[columns]!.push(change.op);
     buffers[columns + 1]!.push(lsn);
     buffers[columns + 2]!.push(commitLsn);
-    // numbers, not bigints: the delta encoder takes both, and int32-range numbers need no allocation
-    buffers[columns + 3]!.push(checkInteger(change.seq, 'seq'));
-    buffers[columns + 4]!.push(checkInteger(change.txId, 'txId'));
+    buffers[columns + 3]!.push(seq);
+    buffers[columns + 4]!.push(txId);
     buffers[columns + 5]!.push(commitTs);
     buffers[columns + 6]!.push(change.beforeJson);
     buffers[columns + 7]!.push(toastNames);
