@@ -16,8 +16,8 @@
  * Per row: a null, an unchanged TOAST value (also named in `_unchanged_toast`) and a value its Parquet
  * type cannot hold (its Postgres text kept in `_unrepresentable`) are null; a truncate (`row`
  * undefined) has every table column null. LSNs are written as signed INT64: an LSN at or above 2^63
- * (8 EiB of WAL) cannot be written and `write` throws rather than store a wrong number. No row values
- * are ever logged or put in error messages.
+ * (8 EiB of WAL) cannot be written and `write` throws rather than store a wrong number. The writer logs
+ * nothing, and its own errors carry no row values.
  *
  * For the manifest, `describeSchema()` gives each field's Postgres type, Parquet physical, logical and
  * converted type, repetition and field id; `columnStatistics()` gives per field the rows where it is
