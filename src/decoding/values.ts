@@ -282,6 +282,17 @@ const mapBytea: ValueMapper = (text) => {
   return bytes === undefined ? text : bytes.toString('base64');
 };
 
+/** bytea text output (hex `\x0a0b` or escape format) → its bytes, or undefined when `text` is neither. */
+export function decodeByteaText(text: string): Buffer | undefined {
+  if (text.length >= 2 && text.charCodeAt(0) === BACKSLASH && text.charCodeAt(1) === LOWER_X) {
+    const hexLength = text.length - 2;
+    if (hexLength % 2 !== 0) return undefined;
+    const bytes = Buffer.from(text.slice(2), 'hex');
+    return bytes.length * 2 === hexLength ? bytes : undefined;
+  }
+  return decodeByteaEscape(text);
+}
+
 function isOctal(c: number): boolean {
   return c >= ZERO && c <= 0x37;
 }
@@ -416,7 +427,7 @@ function shiftToUtc(text: string, fractionEnd: number, offsetSeconds: number): s
 }
 
 /** Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm). */
-function daysFromCivil(year: number, month: number, day: number): number {
+export function daysFromCivil(year: number, month: number, day: number): number {
   const y = month <= 2 ? year - 1 : year;
   const era = Math.floor(y / 400);
   const yoe = y - era * 400;
