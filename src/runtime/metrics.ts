@@ -2,7 +2,7 @@
  * Run metrics as CloudWatch Embedded Metric Format (EMF), through Powertools Metrics.
  *
  * One EMF document per run, dimension `pipeline`: changes, transactions, bytes, objects, lag bytes, retained
- * WAL, flush time, run time; and a `Runs` count with the stop reason as a second dimension, so an alarm can
+ * WAL, flush time, run time, overrun time (past the budget; 0 when the run ended in time); and a `Runs` count with the stop reason as a second dimension, so an alarm can
  * watch e.g. `stopReason=deadline` runs that archived nothing, or a growing `LagBytes`. On Lambda the
  * document goes to stdout (CloudWatch Logs turns it into metrics); from the CLI it goes to stderr, because
  * stdout is reserved for the run summary.
@@ -41,6 +41,8 @@ export function publishRunMetrics(summary: RunSummary): void {
   metrics.addMetric('Objects', MetricUnit.Count, summary.objects);
   metrics.addMetric('FlushTime', MetricUnit.Milliseconds, summary.flushMs);
   metrics.addMetric('RunTime', MetricUnit.Milliseconds, summary.durationMs);
+  // A run past its budget is killed on Lambda: alarm on any overrun.
+  metrics.addMetric('OverrunTime', MetricUnit.Milliseconds, summary.overrunMs);
   if (summary.lagBytes !== null) metrics.addMetric('LagBytes', MetricUnit.Bytes, summary.lagBytes);
   if (summary.retainedWalBytes !== null)
     metrics.addMetric('RetainedWalBytes', MetricUnit.Bytes, summary.retainedWalBytes);
