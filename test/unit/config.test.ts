@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
   describeConfig,
+  describeSettings,
   loadConfig,
   parseDuration,
   parseSize,
@@ -446,5 +447,25 @@ describe('parseSize', () => {
     for (const bad of ['', 'MB', '1.5MB', '-1', '+1', '1TB', '1KIBB', '1 K', '1e6', 'ten']) {
       assert.throws(() => parseSize(bad), /expected a size/, JSON.stringify(bad));
     }
+  });
+});
+
+describe('documentation', () => {
+  it('every setting is in the README settings table, and the table names no setting that does not exist', async () => {
+    const { readFileSync } = await import('node:fs');
+    const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+    const documented = new Set([...readme.matchAll(/^\| `(SLOTLAKE_[A-Z0-9_]+)`/gm)].map((m) => m[1]));
+    const known = new Set(describeSettings().map((setting) => setting.name));
+    assert.deepEqual(
+      [...known].filter((name) => !documented.has(name)),
+      [],
+      'settings missing from the README',
+    );
+    assert.deepEqual(
+      [...documented].filter((name) => !known.has(name)),
+      [],
+      'README rows for unknown settings',
+    );
+    for (const setting of describeSettings()) assert.ok(setting.doc.length > 10, setting.name);
   });
 });
