@@ -454,7 +454,7 @@ describe('documentation', () => {
   it('every setting is in the README settings table, and the table names no setting that does not exist', async () => {
     const { readFileSync } = await import('node:fs');
     const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
-    const documented = new Set([...readme.matchAll(/^\| `(SLOTLAKE_[A-Z0-9_]+)`/gm)].map((m) => m[1]));
+    const documented = new Set([...readme.matchAll(/^\| `(SLOTLAKE_[A-Z0-9_]+)`/gm)].map((m) => m[1] ?? ''));
     const known = new Set<string>(describeSettings().map((setting) => setting.name));
     assert.deepEqual(
       [...known].filter((name) => !documented.has(name)),
