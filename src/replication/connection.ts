@@ -242,6 +242,7 @@ export class ReplicationStream {
             : (this.queue.failure ??
                 new SlotlakeError('the Postgres replication connection closed unexpectedly', {
                   kind: 'source-connection-lost',
+                  origin: 'source',
                   retryable: true,
                   hint: 'the next run resumes from the checkpoint',
                 })),
