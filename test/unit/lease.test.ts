@@ -2,8 +2,8 @@
  * The lease keeper (runtime/lease.ts): the lease is surely this run's until its fence (expiry minus a margin,
  * on this process's clock); past it, or once a renewal is refused, the keeper aborts its signal and every
  * write must stop. Most tests move a manual clock by hand and call `renew()` themselves; the ones about the
- * keeper's own timers (a renewal that hangs, release during one) use the real clock with a two-second lease
- * and wait on conditions, never on elapsed time.
+ * keeper's own timers (renewing, a renewal that hangs, release during one) use the real clock with leases of
+ * two or three seconds and wait on conditions, never on elapsed time.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -227,11 +227,13 @@ describe('LeaseKeeper on a manual clock', () => {
   });
 });
 
-describe('LeaseKeeper on its own timers (real clock, two-second lease)', () => {
+describe('LeaseKeeper on its own timers (real clock, leases of a few seconds)', () => {
   const SHORT_MS = 2_000; // fence margin 1 s, renewals every ~667 ms
 
   it('renews by itself while the store answers', async () => {
-    const { store, keeper, lost } = await keeperOn(systemClock, SHORT_MS);
+    // Three seconds here: renewals every second, the fence two seconds after each, so a busy machine's
+    // event-loop stalls do not fence the keeper before it renewed.
+    const { store, keeper, lost } = await keeperOn(systemClock, 3_000);
     const firstFence = keeper.fenceAtMs;
     keeper.start();
     try {
@@ -266,7 +268,7 @@ describe('LeaseKeeper on its own timers (real clock, two-second lease)', () => {
     const { store, keeper, lost } = await keeperOn(systemClock, SHORT_MS);
     store.hang = true;
     keeper.start();
-    await until(() => store.renewCalls >= 1, 'a renewal is in flight');
+    await until(() => store.renewCalls >= 1 || keeper.signal.aborted, 'a renewal is in flight');
     let called = false;
     let released = false;
     void keeper
