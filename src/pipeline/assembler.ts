@@ -133,7 +133,7 @@ export class TransactionAssembler {
   private txn: OpenTransaction | undefined;
   /** A cut transaction not yet met again in the stream. */
   private pendingPartial: PartialTransaction | undefined;
-  /** End LSN of the last complete transaction (or the resume position). */
+  /** End LSN of the last complete transaction (or the resume position, or an idle position adopted). */
   private lastCommitEnd: Lsn;
   /** The server's WAL position from a keepalive while no transaction was open. */
   private idlePosition: Lsn | undefined;
@@ -154,7 +154,7 @@ export class TransactionAssembler {
     return this.txn === undefined && this.pendingPartial === undefined;
   }
 
-  /** The end LSN of the last complete transaction seen (or the resume position). */
+  /** The end LSN of the last complete transaction seen (or the resume position, or an idle position adopted). */
   get lastCompleteLsn(): Lsn {
     return this.lastCommitEnd;
   }
@@ -276,6 +276,11 @@ export class TransactionAssembler {
       handedOut: 0,
       firstSeqInBatch: undefined,
     };
+    // The idle position may already be a checkpoint (idle advance): it stays the floor of every position
+    // reported for this transaction, or a batch cut inside it would move the checkpoint back. Everything
+    // before it was sent, so this transaction commits at or after it.
+    if (this.idlePosition !== undefined && this.pendingPartial === undefined)
+      this.lastCommitEnd = maxLsn(this.lastCommitEnd, this.idlePosition);
     this.idlePosition = undefined;
     return BEGIN;
   }

@@ -9,12 +9,13 @@
  * thing that lets the server recycle WAL and advance the slot's confirmed_flush_lsn).
  * https://www.postgresql.org/docs/current/protocol-replication.html
  *
- * This adapter queues frames in arrival order and pauses the socket when the queue holds more than a
- * high-water mark of bytes (backpressure: the server then blocks on TCP instead of us buffering without
- * bound). Status updates are sent by a timer owned here, independent of the consumer, so they keep
- * flowing while the pipeline is busy uploading; they always report the flush position last given to
- * `acknowledge()`, which only the commit sequence calls. A clean stop sends a final status update,
- * then CopyDone, and waits for the server to end the stream.
+ * This adapter decodes each CopyData frame and hands it to a frame queue (replication/frame-queue.ts), which
+ * keeps arrival order and pauses this socket when it holds more than a high-water mark of bytes
+ * (backpressure: the server then blocks on TCP instead of us buffering without bound). Status updates are
+ * sent by a timer owned here, independent of the consumer, so they keep flowing while the pipeline is busy
+ * uploading; they always report the flush position last given to `acknowledge()`, which only the commit
+ * sequence calls. A clean stop sends a final status update, then CopyDone, and waits for the server to end
+ * the stream.
  */
 import pg from 'pg';
 import { classify, SlotlakeError } from '../errors.js';
@@ -22,6 +23,9 @@ import { formatLsn, maxLsn, parseLsn, ZERO_LSN, type Lsn } from '../lsn.js';
 import { quoteIdentifier, quoteLiteral } from '../names.js';
 import { decodeServerFrame, encodeStandbyStatus, type ServerFrame } from '../protocol/frames.js';
 import { systemClock, type Clock } from '../support/deadline.js';
+import { DEFAULT_HIGH_WATER_BYTES, FrameQueue, type NextFrame } from './frame-queue.js';
+
+export type { NextFrame } from './frame-queue.js';
 
 /**
  * Session settings that fix how the server prints values (see decoding/values.ts). The output plugin
@@ -109,24 +113,9 @@ interface PgInternals {
   };
 }
 
-/**
- * What a queued frame holds in memory beyond its payload: the frame object, its three bigints and the
- * `data` view — about 245 bytes on Node 22, measured. Counting it makes the high-water mark bound memory
- * rather than payload: a pgoutput change is often 100–300 bytes, where payload alone undercounts 2–3×.
- */
-const FRAME_OVERHEAD_BYTES = 256;
-
-/** Approximate memory held by one queued frame. */
-function queuedCost(frame: ServerFrame): number {
-  return (frame.type === 'xlogdata' ? frame.data.byteLength + 25 : 18) + FRAME_OVERHEAD_BYTES;
-}
-
 function internals(client: pg.Client): PgInternals {
   return client as unknown as PgInternals;
 }
-
-/** Outcome of waiting for the next frame. */
-export type NextFrame = ServerFrame | 'timeout' | 'ended';
 
 export class ReplicationConnection {
   private constructor(private readonly client: pg.Client) {}
@@ -206,15 +195,7 @@ export class ReplicationConnection {
  * flush position reported to the server (never backwards); `stop()` ends the stream cleanly.
  */
 export class ReplicationStream {
-  private readonly queue: ServerFrame[] = [];
-  private queueHead = 0;
-  private queuedBytes = 0;
-  private paused = false;
-  private ended = false;
-  private failure: SlotlakeError | undefined;
-  private waiter: (() => void) | undefined;
-  private readonly highWater: number;
-  private readonly lowWater: number;
+  private readonly queue: FrameQueue;
   private readonly statusTimer: NodeJS.Timeout;
   private readonly done: Promise<void>;
   private stopping = false;
@@ -227,8 +208,6 @@ export class ReplicationStream {
   private serverWalEnd: Lsn = ZERO_LSN;
   private lastStatusAtMs = 0;
   statusUpdatesSent = 0;
-  /** How often reading paused because the pipeline was behind. */
-  readPauses = 0;
 
   constructor(
     private readonly client: pg.Client,
@@ -237,33 +216,37 @@ export class ReplicationStream {
     private readonly clock: Clock,
   ) {
     this.flushed = options.startLsn;
-    this.highWater = options.highWaterBytes ?? 16 * 1024 * 1024;
-    this.lowWater = Math.floor(this.highWater / 4);
     const connection = internals(client).connection;
+    this.queue = new FrameQueue(
+      { pause: () => connection.stream.pause(), resume: () => connection.stream.resume() },
+      options.highWaterBytes ?? DEFAULT_HIGH_WATER_BYTES,
+    );
     connection.on('copyData', (message) => this.onCopyData(message.chunk));
     this.done = client.query(command).then(
-      () => {
-        this.ended = true;
-        this.wake();
-      },
+      () => this.queue.end(),
       (error: unknown) => {
-        this.ended = true;
-        if (!this.stopping || !this.failure)
-          this.failure = classify(error, { origin: 'source', what: 'postgres replication stream' });
-        this.wake();
+        const keepFailure = this.stopping && this.queue.failure !== undefined;
+        this.queue.end(
+          keepFailure
+            ? undefined
+            : classify(error, { origin: 'source', what: 'postgres replication stream' }),
+        );
       },
     );
     this.done.catch(() => undefined);
     client.on('end', () => {
-      if (!this.ended) {
-        this.ended = true;
-        if (!this.stopping)
-          this.failure ??= new SlotlakeError('the Postgres replication connection closed unexpectedly', {
-            kind: 'source-connection-lost',
-            retryable: true,
-            hint: 'the next run resumes from the checkpoint',
-          });
-        this.wake();
+      if (!this.queue.ended) {
+        this.queue.end(
+          this.stopping
+            ? undefined
+            : (this.queue.failure ??
+                new SlotlakeError('the Postgres replication connection closed unexpectedly', {
+                  kind: 'source-connection-lost',
+                  origin: 'source',
+                  retryable: true,
+                  hint: 'the next run resumes from the checkpoint',
+                })),
+        );
       }
     });
     this.statusTimer = setInterval(
@@ -281,9 +264,8 @@ export class ReplicationStream {
       // allocation per change, which kept ~2× the payload alive and fragmented the malloc heap).
       frame = decodeServerFrame(Buffer.from(chunk));
     } catch (error) {
-      this.failure = classify(error, { what: 'decoding a replication frame' });
+      this.queue.fail(classify(error, { what: 'decoding a replication frame' }));
       internals(this.client).connection.stream.destroy();
-      this.wake();
       return;
     }
     if (frame.type === 'keepalive') {
@@ -295,59 +277,21 @@ export class ReplicationStream {
     }
     if (this.stopping) return; // after CopyDone: read to the end, keep nothing
     this.queue.push(frame);
-    this.queuedBytes += queuedCost(frame);
-    if (!this.paused && this.queuedBytes > this.highWater) {
-      this.paused = true;
-      this.readPauses++;
-      internals(this.client).connection.stream.pause();
-    }
-    this.wake();
-  }
-
-  private wake(): void {
-    const waiter = this.waiter;
-    this.waiter = undefined;
-    waiter?.();
   }
 
   /** The next frame, `'timeout'` after `timeoutMs` without one, or `'ended'` when the stream is over. */
-  async next(timeoutMs: number): Promise<NextFrame> {
-    for (;;) {
-      if (this.failure) throw this.failure;
-      if (this.queueHead < this.queue.length) {
-        const frame = this.queue[this.queueHead]!;
-        this.queue[this.queueHead] = undefined as unknown as ServerFrame;
-        this.queueHead++;
-        if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
-          this.queue.splice(0, this.queueHead);
-          this.queueHead = 0;
-        }
-        this.queuedBytes -= queuedCost(frame);
-        if (this.paused && this.queuedBytes <= this.lowWater) {
-          this.paused = false;
-          internals(this.client).connection.stream.resume();
-        }
-        return frame;
-      }
-      if (this.ended) return 'ended';
-      if (timeoutMs <= 0) return 'timeout';
-      const woke = await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => {
-          this.waiter = undefined;
-          resolve(false);
-        }, timeoutMs);
-        this.waiter = () => {
-          clearTimeout(timer);
-          resolve(true);
-        };
-      });
-      if (!woke) return 'timeout';
-    }
+  next(timeoutMs: number): Promise<NextFrame> {
+    return this.queue.next(timeoutMs);
   }
 
   /** Frames waiting to be consumed. */
   get pendingFrames(): number {
-    return this.queue.length - this.queueHead;
+    return this.queue.pending;
+  }
+
+  /** How often reading paused because the pipeline was behind. */
+  get readPauses(): number {
+    return this.queue.readPauses;
   }
 
   /** The server's WAL end as last reported. */
@@ -374,7 +318,7 @@ export class ReplicationStream {
   }
 
   private sendStatus(force: boolean, replyRequested = false): void {
-    if (this.ended || this.stopping) return;
+    if (this.queue.ended || this.stopping) return;
     const now = this.clock.nowMs();
     if (!force && now - this.lastStatusAtMs < this.options.statusIntervalMs) return;
     this.lastStatusAtMs = now;
@@ -402,16 +346,10 @@ export class ReplicationStream {
    */
   async stop(timeoutMs = 5000): Promise<void> {
     clearInterval(this.statusTimer);
-    if (!this.ended && !this.stopping) {
+    if (!this.queue.ended && !this.stopping) {
       this.sendStatus(true, false);
       this.stopping = true;
-      this.queue.length = 0;
-      this.queueHead = 0;
-      this.queuedBytes = 0;
-      if (this.paused) {
-        this.paused = false;
-        internals(this.client).connection.stream.resume();
-      }
+      this.queue.clear();
       try {
         internals(this.client).connection.endCopyFrom();
       } catch {
@@ -433,7 +371,7 @@ export class ReplicationStream {
   abandon(): void {
     clearInterval(this.statusTimer);
     this.stopping = true;
-    this.ended = true;
+    this.queue.end();
     internals(this.client).connection.removeAllListeners('copyData');
     try {
       internals(this.client).connection.stream.destroy();

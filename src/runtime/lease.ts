@@ -99,7 +99,7 @@ export class LeaseKeeper {
 
   private armFence(): void {
     if (this.fenceTimer) clearTimeout(this.fenceTimer);
-    if (this.lostError || this.released) return;
+    if (this.lostError) return;
     this.fenceTimer = setTimeout(
       () => {
         try {
@@ -163,12 +163,22 @@ export class LeaseKeeper {
     await this.renewing;
   }
 
-  /** Stops renewing and gives the lease up (best effort), storing what `beforeRelease` returns. */
+  /**
+   * Stops renewing and gives the lease up (best effort) through `release`, unless it was lost. A renewal in
+   * flight may still move the expiry, so it is awaited — but only until the fence, which stays armed
+   * meanwhile: a renewal that hangs ends the wait there, the lease counts as lost and is not released (the
+   * next run waits its expiry out).
+   */
   async release(release: (lease: Lease) => Promise<void>): Promise<void> {
     this.released = true;
     if (this.renewTimer) clearInterval(this.renewTimer);
+    if (this.renewing && !this.lostError) {
+      const fenced = new Promise<void>((resolve) =>
+        this.controller.signal.addEventListener('abort', () => resolve(), { once: true }),
+      );
+      await Promise.race([this.renewing.catch(() => undefined), fenced]);
+    }
     if (this.fenceTimer) clearTimeout(this.fenceTimer);
-    await this.renewing?.catch(() => undefined);
     if (this.lostError) return;
     await release(this.current).catch(() => undefined);
   }
