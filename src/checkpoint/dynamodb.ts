@@ -200,18 +200,24 @@ export class DynamoCheckpointStore implements CheckpointStore {
     return { ...lease, expiresAtMs };
   }
 
-  async release(lease: Lease, speed?: StoreSpeed): Promise<void> {
+  async release(lease: Lease, speed?: StoreSpeed, expireAtMs?: number): Promise<void> {
+    const sets: string[] = [];
+    const values: Item = {};
     if (speed) {
-      const { sets, values } = speedValues(speed);
-      await this.updateUnderLease(
-        lease,
-        `SET ${sets.join(', ')} REMOVE leaseOwner, leaseExpiresAt`,
-        values,
-        'releasing the lease',
-      );
-    } else {
-      await this.updateUnderLease(lease, 'REMOVE leaseOwner, leaseExpiresAt', {}, 'releasing the lease');
+      const recorded = speedValues(speed);
+      sets.push(...recorded.sets);
+      Object.assign(values, recorded.values);
     }
+    if (expireAtMs !== undefined) {
+      sets.push('leaseExpiresAt = :expireAt');
+      values[':expireAt'] = { N: String(Math.round(expireAtMs)) };
+    }
+    const clauses = [
+      ...(sets.length > 0 ? [`SET ${sets.join(', ')}`] : []),
+      ...(expireAtMs === undefined ? ['REMOVE leaseOwner, leaseExpiresAt'] : []),
+    ];
+    if (clauses.length === 0) return;
+    await this.updateUnderLease(lease, clauses.join(' '), values, 'releasing the lease');
   }
 
   async recordIntent(lease: Lease, keys: readonly string[], signal?: AbortSignal): Promise<void> {

@@ -72,9 +72,9 @@ export class MemoryCheckpointStore implements CheckpointStore {
     return this.lease;
   }
 
-  async release(lease: Lease, speed?: StoreSpeed): Promise<void> {
+  async release(lease: Lease, speed?: StoreSpeed, expireAtMs?: number): Promise<void> {
     this.check(lease);
-    this.lease = undefined;
+    this.lease = expireAtMs === undefined ? undefined : { ...lease, expiresAtMs: expireAtMs };
     if (speed) this.speed = speed;
   }
 

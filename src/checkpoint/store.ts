@@ -116,8 +116,13 @@ export interface CheckpointStore {
   acquire(owner: string, durationMs: number, nowMs: number): Promise<Acquisition>;
   /** Extends the lease. Throws `lease-lost` when it is no longer ours. */
   renew(lease: Lease, durationMs: number, nowMs: number, signal?: AbortSignal): Promise<Lease>;
-  /** Gives the lease up, storing the measured store speed. Throws `lease-lost` (changing nothing) when not held. */
-  release(lease: Lease, speed?: StoreSpeed): Promise<void>;
+  /**
+   * Gives the lease up, storing the measured store speed. Throws `lease-lost` (changing nothing) when not held.
+   * With `expireAtMs` the owner stays recorded and the lease only expires then: the next run takes it over as
+   * from a run that did not release it, and waits out the old lease before deleting what it may have written
+   * (for a run whose uploads were cut while in flight).
+   */
+  release(lease: Lease, speed?: StoreSpeed, expireAtMs?: number): Promise<void>;
   /** Adds keys to the intent. Throws `lease-lost` when the lease is no longer ours. */
   recordIntent(lease: Lease, keys: readonly string[], signal?: AbortSignal): Promise<void>;
   /** Clears the intent (after recovery removed its objects). */

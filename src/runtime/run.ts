@@ -180,7 +180,12 @@ class PipelineRun {
     } finally {
       await rm(this.spoolDir, { recursive: true, force: true }).catch(() => undefined);
       const speed = this.speed.snapshot();
-      await keeper.release((lease) => this.options.checkpoints.release(lease, speed));
+      // Uploads cut at the deadline's cutoff may still complete on S3's side: keep the owner recorded so the
+      // next run waits out this lease (plus the takeover grace) before removing this run's intent.
+      const cutInFlight = this.signal.aborted;
+      await keeper.release((lease) =>
+        this.options.checkpoints.release(lease, speed, cutInFlight ? this.clock.nowMs() : undefined),
+      );
       this.summary.lease.releasedAtMs = Date.now();
       this.summary.lease.renewals = keeper.renewals;
     }

@@ -237,6 +237,21 @@ for (const [name, create] of implementations) {
       assert.deepEqual(next.speed, speed);
     });
 
+    it('a release that keeps the owner until an expiry makes the next acquisition a takeover', async () => {
+      const { store, lease } = await held('run-1', 0);
+      await store.recordIntent(lease, ['data/cut.jsonl.gz']);
+      await store.release(lease, { uploadBytesPerMs: 7, requestLatencyMs: 8, commitLatencyMs: 9 }, 1_000);
+      assert.equal(
+        (await store.acquire('run-2', MINUTE, 999)).acquired,
+        false,
+        'held until the given expiry',
+      );
+      const next = await acquired(store, 'run-2', 1_001);
+      assert.deepEqual(next.takenOver, { owner: 'run-1', expiresAtMs: 1_000 });
+      assert.deepEqual(next.intentKeys, ['data/cut.jsonl.gz']);
+      assert.deepEqual(next.speed, { uploadBytesPerMs: 7, requestLatencyMs: 8, commitLatencyMs: 9 });
+    });
+
     it('releasing a lease no longer held is refused and leaves the new holder alone', async () => {
       const { store, lease: old } = await held('run-1', 0);
       await acquired(store, 'run-2', 2 * MINUTE);
