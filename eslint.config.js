@@ -10,6 +10,7 @@ export default tseslint.config(
       '.serverless/**',
       '.slotlake/**',
       'coverage/**',
+      'cdk.out/**',
       'scratch/**',
     ],
   },

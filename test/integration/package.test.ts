@@ -322,8 +322,8 @@ describe('osls package (serverless.yml)', () => {
   it('attaches only the pipeline that asks for it to a VPC', () => {
     const billing = functionOf('billing-eu')[1];
     assert.deepEqual(billing.VpcConfig, {
-      SecurityGroupIds: ['sg-0ccc'],
-      SubnetIds: ['subnet-0aaa', 'subnet-0bbb'],
+      SecurityGroupIds: ['sg-0a1b2c3d4e5f60733'],
+      SubnetIds: ['subnet-0a1b2c3d4e5f60711', 'subnet-0a1b2c3d4e5f60722'],
     });
     assert.equal(functionOf('shop')[1].VpcConfig, undefined);
     assert.match(JSON.stringify(props('BillingEuRole').ManagedPolicyArns), /AWSLambdaVPCAccessExecutionRole/);
