@@ -494,5 +494,16 @@ export function sourceAccess(settings: SourceAccessSettings): SourceAccess {
  * still gets the secret, IAM and TLS settings of the deployment.
  */
 export function sourceAccessFromEnvironment(env: NodeJS.ProcessEnv = process.env): SourceAccess {
-  return sourceAccess(loadConfig(env, { requireStorage: false }));
+  // Only the access settings: whatever else the environment holds was validated (or not) by its caller.
+  const access: NodeJS.ProcessEnv = {};
+  for (const name of ACCESS_SETTINGS) if (env[name] !== undefined) access[name] = env[name];
+  return sourceAccess(loadConfig(access, { requireStorage: false }));
 }
+
+const ACCESS_SETTINGS = [
+  'SLOTLAKE_DATABASE_SECRET',
+  'SLOTLAKE_DATABASE_SECRET_MAX_AGE',
+  'SLOTLAKE_DATABASE_IAM_AUTH',
+  'SLOTLAKE_TLS_MODE',
+  'SLOTLAKE_TLS_CA',
+] as const;

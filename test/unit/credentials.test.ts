@@ -429,3 +429,19 @@ describe('TLS failures are classified', () => {
     }
   });
 });
+
+describe('the access the environment describes', () => {
+  it('reads only the access settings, and is one instance per policy', async () => {
+    const { sourceAccessFromEnvironment } = await import('../../src/replication/credentials.js');
+    const env = {
+      SLOTLAKE_DATABASE_SECRET: SECRET_ARN,
+      SLOTLAKE_TLS_MODE: 'verify-full',
+      SLOTLAKE_BATCH_MAX_ROWS: 'not a number', // not an access setting: not this function's business
+    };
+    const access = sourceAccessFromEnvironment(env);
+    assert.equal(access.settings.databaseSecret, SECRET_ARN);
+    assert.equal(access.settings.tlsMode, 'verify-full');
+    assert.equal(sourceAccessFromEnvironment({ ...env }), access, 'cached: the secret cache lives on');
+    assert.equal(sourceAccessFromEnvironment({}).settings.tlsMode, 'auto');
+  });
+});
