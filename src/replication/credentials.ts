@@ -219,19 +219,19 @@ export function parseSecret(secretId: string, value: string): SecretFields {
     throw secretFormatError(secretId, 'holds neither a JSON object nor a postgres:// URL');
   const record = json as Record<string, unknown>;
   const fields: SecretFields = {};
-  const text_ = (names: string[]): string | undefined => {
+  const field = (names: string[]): string | undefined => {
     for (const name of names) {
-      const field = record[name];
-      if (field === undefined || field === null || field === '') continue;
-      if (typeof field !== 'string') throw secretFormatError(secretId, `has a non-string "${name}"`);
-      return field;
+      const value = record[name];
+      if (value === undefined || value === null || value === '') continue;
+      if (typeof value !== 'string') throw secretFormatError(secretId, `has a non-string "${name}"`);
+      return value;
     }
     return undefined;
   };
-  const host = text_(['host']);
-  const user = text_(['username', 'user']);
-  const password = text_(['password']);
-  const database = text_(['dbname', 'database']);
+  const host = field(['host']);
+  const user = field(['username', 'user']);
+  const password = field(['password']);
+  const database = field(['dbname', 'database']);
   if (host !== undefined) fields.host = host;
   if (user !== undefined) fields.user = user;
   if (password !== undefined) fields.password = password;
