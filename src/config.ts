@@ -195,6 +195,42 @@ const SETTINGS = {
     default: 'fail',
     doc: 'the checkpoint was made on another database system, database or slot: fail, or accept-gap to continue from the new slot',
   }),
+  // ── Source access: credentials fetched at run time, IAM authentication, TLS (replication/credentials.ts) ──
+  databaseSecret: setting({
+    env: 'SLOTLAKE_DATABASE_SECRET',
+    schema: z.string().min(1).max(2048),
+    doc: 'Secrets Manager secret (ARN or name) holding the connection: RDS-style JSON {host, port, username, password, dbname} or a postgres:// URL; fetched at run time, its fields complete DATABASE_URL / PG*',
+  }),
+  databaseSecretMaxAgeMs: setting({
+    env: 'SLOTLAKE_DATABASE_SECRET_MAX_AGE',
+    schema: duration,
+    default: '15m',
+    doc: 'how long a fetched secret is reused by later runs in the same process; an authentication failure refetches it at once',
+  }),
+  databaseIamAuth: setting({
+    env: 'SLOTLAKE_DATABASE_IAM_AUTH',
+    schema: z.enum(['0', '1', 'true', 'false']).transform((v) => v === '1' || v === 'true'),
+    default: 'false',
+    doc: 'true: authenticate with an RDS IAM token (@aws-sdk/rds-signer), signed afresh for every connection, instead of a password',
+  }),
+  tlsMode: setting({
+    env: 'SLOTLAKE_TLS_MODE',
+    schema: z.enum(['auto', 'verify-full', 'verify-ca', 'require', 'disable']),
+    default: 'auto',
+    doc: 'auto: verify-full for RDS/Aurora hosts or when SLOTLAKE_TLS_CA is set, otherwise as DATABASE_URL sslmode / PGSSLMODE say; verify-full, verify-ca, require (encrypt, verify nothing) or disable',
+  }),
+  tlsCa: setting({
+    env: 'SLOTLAKE_TLS_CA',
+    schema: z.string().min(1),
+    doc: 'PEM file of the CA certificates that sign the server certificate (default for RDS/Aurora hosts: the RDS global bundle shipped in the package)',
+  }),
+  slotFailover: setting({
+    env: 'SLOTLAKE_SLOT_FAILOVER',
+    schema: z.enum(['0', '1', 'true', 'false']).transform((v) => v === '1' || v === 'true'),
+    default: 'true',
+    doc: 'setup creates the slot with failover = true on PostgreSQL 17+, so it is synchronized to standbys (sync_replication_slots) and survives a failover',
+  }),
+  // ── end of source access settings ──
   leaseDurationMs: setting({
     env: 'SLOTLAKE_LEASE_DURATION',
     schema: duration.refine(
@@ -332,6 +368,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
   const databaseUrl = env.DATABASE_URL === '' ? undefined : env.DATABASE_URL;
   if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl))
     problems.push('DATABASE_URL must start with postgres:// or postgresql://');
+  // Source access: one source of a password (see replication/credentials.ts).
+  if (databaseUrl !== undefined && urlHasPassword(databaseUrl)) {
+    if (values.databaseSecret !== undefined)
+      problems.push(
+        'DATABASE_URL carries a password and SLOTLAKE_DATABASE_SECRET is set: remove the password from DATABASE_URL (the secret provides it)',
+      );
+    if (values.databaseIamAuth === true)
+      problems.push(
+        'DATABASE_URL carries a password and SLOTLAKE_DATABASE_IAM_AUTH=true: remove the password (an IAM token is used instead)',
+      );
+  }
   if (values.format === 'parquet')
     problems.push('SLOTLAKE_FORMAT=parquet is not available in this version; use jsonl (the default)');
   if (problems.length > 0) throw configError(`invalid configuration: ${problems.join('; ')}`);
@@ -352,6 +399,16 @@ export function describeConfig(config: Config): Record<string, unknown> {
     ...config,
     databaseUrl: config.databaseUrl === undefined ? undefined : redactUrl(config.databaseUrl),
   };
+}
+
+/** True when a connection URL carries a password (in its userinfo or as `?password=`). */
+export function urlHasPassword(url: string): boolean {
+  try {
+    const parsed = new URL(url);
+    return parsed.password !== '' || parsed.searchParams.has('password');
+  } catch {
+    return /^postgres(?:ql)?:\/\/[^/?#@]*:[^/?#]*@/.test(url) || /[?&]password=/i.test(url);
+  }
 }
 
 export function redactUrl(url: string): string {

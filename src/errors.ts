@@ -19,6 +19,7 @@ export type ErrorKind =
   | 'source-unreachable' // cannot open a connection to Postgres
   | 'source-connection-lost' // the connection dropped mid-run
   | 'source-auth' // authentication failed
+  | 'source-tls' // the server's certificate is not trusted, or does not name the host
   | 'source-permission' // role lacks REPLICATION / table privileges
   | 'source-wal-level' // wal_level is not logical
   | 'slot-missing'
@@ -118,6 +119,25 @@ const NETWORK_CODES = new Set([
   'ECONNABORTED',
 ]);
 
+/**
+ * Node's codes for a server certificate that fails verification: an untrusted chain, or a host name the
+ * certificate does not name. Retrying cannot help; the fix is the CA bundle or the host name.
+ */
+const TLS_CHAIN_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'INVALID_CA',
+]);
+const TLS_HOST_CODES = new Set(['ERR_TLS_CERT_ALTNAME_INVALID', 'HOSTNAME_MISMATCH']);
+
 const AWS_THROTTLING = new Set([
   'SlowDown',
   'Throttling',
@@ -175,6 +195,16 @@ export function classify(error: unknown, site: CallSite = {}): SlotlakeError {
           : 'a network connection failed; slotlake retries within the time budget',
     });
   }
+  if (code && (TLS_CHAIN_CODES.has(code) || TLS_HOST_CODES.has(code))) {
+    return new SlotlakeError(`${where}TLS verification of the server failed: ${messageOf(error)} (${code})`, {
+      kind: 'source-tls',
+      cause: error,
+      origin: origin ?? 'source',
+      hint: TLS_HOST_CODES.has(code)
+        ? 'the server certificate does not name the host connected to: connect by the name in the certificate (on RDS/Aurora the instance or cluster endpoint, not an IP address or a CNAME), or set SLOTLAKE_TLS_MODE=verify-ca to check the chain only'
+        : 'the server certificate is not signed by a trusted CA: set SLOTLAKE_TLS_CA to the PEM bundle of the CA that signed it (RDS/Aurora hosts use the RDS global bundle by default)',
+    });
+  }
   if (origin === 'source') {
     // pg reports server errors as DatabaseError with a SQLSTATE; anything else from a source call is the
     // connection itself failing (closed, terminated, reset, timed out).
@@ -215,7 +245,10 @@ function classifyPg(code: string, message: string, cause: unknown): SlotlakeErro
   const make = (kind: ErrorKind, hint: string, retryable = false) =>
     new SlotlakeError(message, { kind, hint, retryable, cause, origin: 'source', sqlState: code });
   if (code === '28P01' || code === '28000')
-    return make('source-auth', 'check DATABASE_URL / PGUSER / PGPASSWORD and pg_hba.conf');
+    return make(
+      'source-auth',
+      'check DATABASE_URL / PGUSER / PGPASSWORD (or the SLOTLAKE_DATABASE_SECRET value, or the IAM grant rds-db:connect for SLOTLAKE_DATABASE_IAM_AUTH) and pg_hba.conf',
+    );
   if (code === '42501')
     return make(
       'source-permission',

@@ -6,11 +6,18 @@ import type { Config } from '../config.js';
 import { createDynamoClient, DynamoCheckpointStore, ensureCheckpointTable } from '../checkpoint/dynamodb.js';
 import { formatLsn } from '../lsn.js';
 import type { Logger } from '../log.js';
+import type { ConnectionSettings } from '../replication/connection.js';
+import { sourceAccess } from '../replication/credentials.js';
 import { readSlot, setupSource, withSourceClient } from '../replication/source.js';
 import { createS3Client, S3ObjectStore } from '../sink/s3.js';
 import type { Deadline } from '../support/deadline.js';
 import { runPipeline, type RunSummary } from '../runtime/run.js';
 import { publishRunMetrics } from '../runtime/metrics.js';
+
+/** How `status` and `setup` connect: DATABASE_URL with the configured secret, IAM and TLS policy. */
+function sourceConnection(config: Config): ConnectionSettings {
+  return { databaseUrl: config.databaseUrl, access: sourceAccess(config) };
+}
 
 export interface RunRequest {
   readonly config: Config;
@@ -72,9 +79,7 @@ export async function readStatus(config: Config): Promise<StatusReport> {
       config.checkpointTable,
       config.pipeline,
     ).read();
-    const slot = await withSourceClient({ databaseUrl: config.databaseUrl }, (client) =>
-      readSlot(client, config.slot),
-    );
+    const slot = await withSourceClient(sourceConnection(config), (client) => readSlot(client, config.slot));
     return {
       pipeline: config.pipeline,
       checkpoint: checkpoint ? formatLsn(checkpoint.lsn) : null,
@@ -106,6 +111,8 @@ export interface SetupReport {
   publication: string;
   slot: string;
   slotLsn: string | null;
+  /** The slot's failover flag (PostgreSQL 17+), null where the server has none. */
+  slotFailover: boolean | null;
   checkpointTable: string;
   bucket: string;
 }
@@ -114,16 +121,20 @@ export async function performSetup(config: Config): Promise<SetupReport> {
   const s3 = createS3Client();
   const dynamo = createDynamoClient();
   try {
-    const source = await setupSource(
-      { databaseUrl: config.databaseUrl },
-      { slot: config.slot, publication: config.publication, plugin: config.plugin, tables: config.tables },
-    );
+    const source = await setupSource(sourceConnection(config), {
+      slot: config.slot,
+      publication: config.publication,
+      plugin: config.plugin,
+      tables: config.tables,
+      failover: config.slotFailover,
+    });
     const table = await ensureCheckpointTable(dynamo, config.checkpointTable);
     const bucket = await new S3ObjectStore(s3, config.bucket, config.prefix).ensureBucket();
     return {
       publication: source.publication,
       slot: source.slot,
       slotLsn: source.slotLsn ? formatLsn(source.slotLsn) : null,
+      slotFailover: source.slotFailover,
       checkpointTable: table,
       bucket,
     };

@@ -23,6 +23,7 @@ import { formatLsn, maxLsn, parseLsn, ZERO_LSN, type Lsn } from '../lsn.js';
 import { quoteIdentifier, quoteLiteral } from '../names.js';
 import { decodeServerFrame, encodeStandbyStatus, type ServerFrame } from '../protocol/frames.js';
 import { systemClock, type Clock } from '../support/deadline.js';
+import { sourceAccessFromEnvironment, type SourceAccess, type SourceEndpoint } from './credentials.js';
 import { DEFAULT_HIGH_WATER_BYTES, FrameQueue, type NextFrame } from './frame-queue.js';
 
 export type { NextFrame } from './frame-queue.js';
@@ -67,22 +68,79 @@ export interface ConnectionSettings {
   readonly databaseUrl: string | undefined;
   readonly applicationName?: string;
   readonly connectTimeoutMs?: number;
+  /**
+   * Secret, IAM authentication and TLS policy (credentials.ts); absent: the policy the process environment
+   * describes.
+   */
+  readonly access?: SourceAccess;
 }
 
-export function clientConfig(settings: ConnectionSettings, replication: boolean): pg.ClientConfig {
+/**
+ * The node-postgres config of a connection. With an `endpoint` (the connection parameters resolved by
+ * source access: a secret's values, an IAM token, TLS options) it replaces the connection string, whose
+ * values node-postgres would otherwise let win over the config's.
+ */
+export function clientConfig(
+  settings: ConnectionSettings,
+  replication: boolean,
+  endpoint?: SourceEndpoint,
+): pg.ClientConfig {
   const { url, options: urlOptions } =
-    settings.databaseUrl === undefined
-      ? { url: undefined, options: undefined }
-      : splitOptions(settings.databaseUrl);
+    endpoint !== undefined
+      ? { url: undefined, options: endpoint.options }
+      : settings.databaseUrl === undefined
+        ? { url: undefined, options: undefined }
+        : splitOptions(settings.databaseUrl);
   const userOptions = urlOptions ?? process.env.PGOPTIONS;
   return {
     ...(url === undefined ? {} : { connectionString: url }),
     application_name: settings.applicationName ?? 'slotlake',
+    ...(endpoint === undefined ? {} : endpointConfig(endpoint)),
     connectionTimeoutMillis: settings.connectTimeoutMs ?? 15_000,
     options: userOptions ? `${userOptions} ${SESSION_OPTIONS}` : SESSION_OPTIONS,
     keepAlive: true,
     ...(replication ? { replication: 'database' } : {}),
   } as pg.ClientConfig;
+}
+
+/** The endpoint's values as node-postgres config fields (unset ones left to pg's PG* defaults). */
+function endpointConfig(endpoint: SourceEndpoint): Partial<pg.ClientConfig> {
+  const config: Record<string, unknown> = { ...endpoint.parameters };
+  if (endpoint.host !== undefined) config.host = endpoint.host;
+  if (endpoint.port !== undefined) config.port = endpoint.port;
+  if (endpoint.user !== undefined) config.user = endpoint.user;
+  if (endpoint.database !== undefined) config.database = endpoint.database;
+  if (endpoint.password !== undefined) config.password = endpoint.password;
+  if (endpoint.ssl !== undefined) config.ssl = endpoint.ssl;
+  return config as Partial<pg.ClientConfig>;
+}
+
+/**
+ * Opens a connection with the settings' source access. When the server rejects the credentials and they
+ * came from a secret, the secret is fetched again — it may have been rotated since it was cached — and
+ * the connection tried once more.
+ */
+export async function connectClient(
+  settings: ConnectionSettings,
+  replication: boolean,
+  what: string,
+): Promise<pg.Client> {
+  const access = settings.access ?? sourceAccessFromEnvironment();
+  for (let attempt = 0; ; attempt++) {
+    const refresh = attempt > 0;
+    const endpoint = await access.endpoint(settings.databaseUrl, refresh);
+    const client = new pg.Client(clientConfig(settings, replication, endpoint));
+    client.on('error', () => undefined); // surfaced through the stream / query promises instead
+    try {
+      await client.connect();
+      return client;
+    } catch (error) {
+      await client.end().catch(() => undefined);
+      const failure = classify(error, { origin: 'source', what });
+      if (!refresh && failure.kind === 'source-auth' && access.refreshable) continue;
+      throw failure;
+    }
+  }
 }
 
 export interface SystemIdentity {
@@ -121,15 +179,9 @@ export class ReplicationConnection {
   private constructor(private readonly client: pg.Client) {}
 
   static async open(settings: ConnectionSettings): Promise<ReplicationConnection> {
-    const client = new pg.Client(clientConfig(settings, true));
-    client.on('error', () => undefined); // surfaced through the stream / query promises instead
-    try {
-      await client.connect();
-    } catch (error) {
-      await client.end().catch(() => undefined);
-      throw classify(error, { origin: 'source', what: 'connecting to postgres (replication)' });
-    }
-    return new ReplicationConnection(client);
+    return new ReplicationConnection(
+      await connectClient(settings, true, 'connecting to postgres (replication)'),
+    );
   }
 
   /** Checks that the session settings values depend on are in force (see `SESSION_SETTINGS`). */
@@ -165,10 +217,14 @@ export class ReplicationConnection {
     };
   }
 
-  /** CREATE_REPLICATION_SLOT name LOGICAL plugin; returns the consistent point. */
-  async createSlot(slot: string, plugin: string): Promise<Lsn> {
+  /**
+   * CREATE_REPLICATION_SLOT name LOGICAL plugin; returns the consistent point. `failover` (PostgreSQL 17+)
+   * marks the slot for synchronization to standbys, so it survives a failover.
+   */
+  async createSlot(slot: string, plugin: string, options: { failover?: boolean } = {}): Promise<Lsn> {
+    const slotOptions = ["SNAPSHOT 'nothing'", ...(options.failover ? ['FAILOVER true'] : [])].join(', ');
     const result = await this.client.query(
-      `CREATE_REPLICATION_SLOT ${quoteIdentifier(slot)} LOGICAL ${quoteIdentifier(plugin)} (SNAPSHOT 'nothing')`,
+      `CREATE_REPLICATION_SLOT ${quoteIdentifier(slot)} LOGICAL ${quoteIdentifier(plugin)} (${slotOptions})`,
     );
     const row = result.rows[0] as { consistent_point: string };
     return parseLsn(row.consistent_point);

