@@ -25,7 +25,7 @@ import {
   readCheckpointItem,
   testDynamoClient,
 } from '../helpers/checkpoint-item.js';
-import { runCli } from '../helpers/cli.js';
+import { runCli, type CliResult } from '../helpers/cli.js';
 import { startHttpFaultProxy, type HttpFaultProxy } from '../helpers/http-fault-proxy.js';
 import { readLake } from '../helpers/lake.js';
 import { createReferenceSlot } from '../helpers/reference.js';
@@ -57,6 +57,34 @@ function proxied(pipeline: Pipeline, proxy: TcpProxy): Record<string, string> {
   return { ...pipeline.env, DATABASE_URL: url.toString() };
 }
 
+/**
+ * Runs `slotlake run` through the proxy and cuts its connections once `bytes` more have come from the
+ * server after the run started streaming (its slot active): the cut falls in the change stream, wherever
+ * the run's own queries before it put their bytes.
+ */
+async function runCutWhileStreaming(
+  pipeline: Pipeline,
+  bytes: number,
+  args: string[],
+): Promise<{ run: CliResult; armed: boolean }> {
+  const proxy = await postgresProxy();
+  let finished = false;
+  const running = runCli(args, proxied(pipeline, proxy)).finally(() => (finished = true));
+  let armed = false;
+  for (let i = 0; !finished && i < 3000; i++) {
+    const slot = await pipeline.sql('SELECT active FROM pg_replication_slots WHERE slot_name = $1', [
+      pipeline.name,
+    ]);
+    if ((slot.rows[0] as { active: boolean } | undefined)?.active) {
+      proxy.cutAfterServerBytes(bytes);
+      armed = true;
+      break;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  return { run: await running, armed };
+}
+
 const SCHEMA =
   'CREATE TABLE a (id serial PRIMARY KEY, v text); CREATE TABLE b (id serial PRIMARY KEY, v text);';
 
@@ -64,20 +92,26 @@ test('a connection cut inside a transaction: the re-read changes are counted onc
   const pipeline = await createPipeline(local.stack, SCHEMA, {
     SLOTLAKE_BATCH_MAX_ROWS: '100',
     SLOTLAKE_LEASE_DURATION: '3s',
+    // a small read buffer: the server sends at the pace the run archives, so the cut finds it mid-stream
+    SLOTLAKE_READ_BUFFER: '256KiB',
   });
   try {
     await setup(pipeline);
     const reference = await createReferenceSlot(pipeline);
     for (let i = 0; i < 10; i++)
       await pipeline.sql(`INSERT INTO b (v) SELECT 'small' || g FROM generate_series(1, 20) g`);
-    // ~1.5 MB of one transaction: the cut below falls inside it
-    await pipeline.sql(`INSERT INTO a (v) SELECT repeat('x', 250) || g FROM generate_series(1, 5000) g`);
+    // ~6 MB of one transaction: the cut below falls inside it
+    await pipeline.sql(`INSERT INTO a (v) SELECT repeat('x', 250) || g FROM generate_series(1, 20000) g`);
     for (let i = 0; i < 5; i++)
       await pipeline.sql(`INSERT INTO b (v) SELECT 'after' || g FROM generate_series(1, 20) g`);
 
-    const proxy = await postgresProxy();
-    proxy.cutAfterServerBytes(500_000);
-    const run = await runCli(['run', '--until-caught-up', '--max-duration', '90s'], proxied(pipeline, proxy));
+    const { run, armed } = await runCutWhileStreaming(pipeline, 400_000, [
+      'run',
+      '--until-caught-up',
+      '--max-duration',
+      '90s',
+    ]);
+    assert.ok(armed, 'the cut was armed while the run streamed');
     assert.equal(run.code, 0, run.stderr);
     assert.equal(run.summary?.stopReason, 'caught-up');
     assert.ok((run.summary?.reconnects as number) >= 1, `reconnected: ${JSON.stringify(run.summary)}`);
@@ -87,7 +121,7 @@ test('a connection cut inside a transaction: the re-read changes are counted onc
     const reconnect = logEntries(run.stderr).find((entry) => /reconnecting/.test(entry.message));
     assert.ok(reconnect, run.stderr);
     assert.ok(parseLsn(reconnect.resumeLsn as string) < parseLsn(big), 'resumed before the big transaction');
-    assert.equal(run.summary?.changes, 200 + 5000 + 100, 'each committed change counted once');
+    assert.equal(run.summary?.changes, 200 + 20000 + 100, 'each committed change counted once');
     assert.equal(run.summary?.transactions, 16, 'each committed transaction counted once');
     assert.equal(new Set(lake.records.map(({ record }) => record.source.commit_lsn)).size, 16);
     await assertSlotAtCheckpoint(pipeline);
@@ -139,6 +173,7 @@ test('--until-caught-up keeps the target it took at the start, across a reconnec
     SLOTLAKE_BATCH_MAX_ROWS: '500',
     SLOTLAKE_LEASE_DURATION: '3s',
     SLOTLAKE_LOG_LEVEL: 'INFO',
+    SLOTLAKE_READ_BUFFER: '256KiB',
   });
   try {
     await setup(pipeline);
@@ -159,15 +194,20 @@ test('--until-caught-up keeps the target it took at the start, across a reconnec
         written++;
       }
     })();
-    const proxy = await postgresProxy();
-    proxy.cutAfterServerBytes(300_000);
-    let run;
+    let cut;
     try {
-      run = await runCli(['run', '--until-caught-up', '--max-duration', '90s'], proxied(pipeline, proxy));
+      cut = await runCutWhileStreaming(pipeline, 300_000, [
+        'run',
+        '--until-caught-up',
+        '--max-duration',
+        '90s',
+      ]);
     } finally {
       running = false;
       await writer;
     }
+    const { run, armed } = cut;
+    assert.ok(armed, 'the cut was armed while the run streamed');
     assert.equal(run.code, 0, run.stderr);
     assert.equal(run.summary?.stopReason, 'caught-up', 'stopped at its target, not at the deadline');
     assert.ok((run.summary?.reconnects as number) >= 1, `reconnected: ${JSON.stringify(run.summary)}`);
