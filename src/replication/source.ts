@@ -253,82 +253,99 @@ async function publicationDifferences(
   return differences;
 }
 
+/** How an existing slot differs from what the pipeline needs, one phrase each (empty when it matches). */
+function slotDifferences(slot: SlotState, want: SetupWant, database: string): string[] {
+  const differences: string[] = [];
+  if (slot.slotType !== 'logical') differences.push(`it is a ${slot.slotType} slot, not logical`);
+  else if (slot.plugin !== want.plugin)
+    differences.push(`its plugin is ${slot.plugin}, SLOTLAKE_PLUGIN is ${want.plugin}`);
+  if (slot.slotType === 'logical' && slot.database !== database)
+    differences.push(`it belongs to database ${slot.database}, this connection is to ${database}`);
+  return differences;
+}
+
 /**
  * Creates the publication and the slot when missing; checks them when present (tables, plugin, database),
- * and says what differs instead of changing anything.
+ * and says what differs instead of changing anything. Everything is checked before anything is created, so a
+ * setup that fails leaves the database as it found it. The publication is created before the slot: pgoutput
+ * reads it as of each change's position, so it must exist before the slot's first one.
  */
 export async function setupSource(settings: ConnectionSettings, want: SetupWant): Promise<SetupResult> {
-  const { publicationState, database } = await withSourceClient(settings, async (client) => {
-    await assertLogicalWalLevel(client);
-    const db = ((await client.query('SELECT current_database() AS db')).rows[0] as { db: string }).db;
-    if (want.tables) {
-      const missing = await missingTables(client, want.tables);
-      if (missing.length > 0)
-        throw new SlotlakeError(
-          `table${missing.length > 1 ? 's' : ''} ${missing.map(displayName).join(', ')} (from SLOTLAKE_TABLES) do${missing.length > 1 ? '' : 'es'} not exist in database ${db}`,
-          {
-            kind: 'config',
-            hint: 'fix SLOTLAKE_TABLES: a comma list of schema.table, names written as in SQL (quote mixed-case names: public."Orders")',
-          },
-        );
-    }
-    if (want.plugin !== 'pgoutput') return { publicationState: 'not-needed' as const, database: db };
-    const existing = await client.query('SELECT puballtables FROM pg_publication WHERE pubname = $1', [
-      want.publication,
-    ]);
-    if (existing.rowCount !== 0) {
-      const row = existing.rows[0] as { puballtables: boolean };
-      const differences = await publicationDifferences(
-        client,
-        want.publication,
-        row.puballtables,
-        want.tables,
-      );
+  const { publicationState, slotState, failoverSupported, existingSlotFailover } = await withSourceClient(
+    settings,
+    async (client) => {
+      await assertLogicalWalLevel(client);
+      const db = ((await client.query('SELECT current_database() AS db')).rows[0] as { db: string }).db;
+      if (want.tables) {
+        const missing = await missingTables(client, want.tables);
+        if (missing.length > 0)
+          throw new SlotlakeError(
+            `table${missing.length > 1 ? 's' : ''} ${missing.map(displayName).join(', ')} (from SLOTLAKE_TABLES) do${missing.length > 1 ? '' : 'es'} not exist in database ${db}`,
+            {
+              kind: 'config',
+              hint: 'fix SLOTLAKE_TABLES: a comma list of schema.table, names written as in SQL (quote mixed-case names: public."Orders")',
+            },
+          );
+      }
+      let publication: 'create' | 'exists' | 'not-needed' = 'not-needed';
+      if (want.plugin === 'pgoutput') {
+        const existing = await client.query('SELECT puballtables FROM pg_publication WHERE pubname = $1', [
+          want.publication,
+        ]);
+        publication = existing.rowCount === 0 ? 'create' : 'exists';
+        if (publication === 'exists') {
+          const row = existing.rows[0] as { puballtables: boolean };
+          const differences = await publicationDifferences(
+            client,
+            want.publication,
+            row.puballtables,
+            want.tables,
+          );
+          if (differences.length > 0)
+            throw new SlotlakeError(
+              `publication ${quoteIdentifier(want.publication)} exists but does not match this pipeline: ${differences.join('; ')}`,
+              {
+                kind: 'config',
+                hint: 'setup checks an existing publication and changes nothing: fix SLOTLAKE_TABLES, or ALTER PUBLICATION to match, or choose another SLOTLAKE_PUBLICATION',
+              },
+            );
+        }
+      }
+      const slot = await readSlot(client, want.slot);
+      const differences = slot ? slotDifferences(slot, want, db) : [];
       if (differences.length > 0)
         throw new SlotlakeError(
-          `publication ${quoteIdentifier(want.publication)} exists but does not match this pipeline: ${differences.join('; ')}`,
+          `replication slot "${want.slot}" exists but does not match this pipeline: ${differences.join('; ')}`,
           {
-            kind: 'config',
-            hint: 'setup checks an existing publication and changes nothing: fix SLOTLAKE_TABLES, or ALTER PUBLICATION to match, or choose another SLOTLAKE_PUBLICATION',
+            kind: 'slot-invalid',
+            hint: 'setup changes nothing that exists: choose another SLOTLAKE_SLOT, fix SLOTLAKE_PLUGIN or the database, or drop that slot',
           },
         );
-      return { publicationState: 'exists' as const, database: db };
-    }
-    if (want.tables) {
-      await client.query(
-        `CREATE PUBLICATION ${quoteIdentifier(want.publication)} FOR TABLE ${want.tables.map(qualifiedName).join(', ')}`,
-      );
-    } else {
-      await client.query(`CREATE PUBLICATION ${quoteIdentifier(want.publication)} FOR ALL TABLES`);
-    }
-    return { publicationState: 'created' as const, database: db };
-  });
-  const { slotState, failoverSupported } = await withSourceClient(settings, async (client) => ({
-    slotState: await readSlot(client, want.slot),
-    failoverSupported: (await serverVersionNum(client)) >= FAILOVER_SLOTS_SINCE,
-  }));
-  if (slotState) {
-    const differences: string[] = [];
-    if (slotState.slotType !== 'logical') differences.push(`it is a ${slotState.slotType} slot, not logical`);
-    else if (slotState.plugin !== want.plugin)
-      differences.push(`its plugin is ${slotState.plugin}, SLOTLAKE_PLUGIN is ${want.plugin}`);
-    if (slotState.slotType === 'logical' && slotState.database !== database)
-      differences.push(`it belongs to database ${slotState.database}, this connection is to ${database}`);
-    if (differences.length > 0)
-      throw new SlotlakeError(
-        `replication slot "${want.slot}" exists but does not match this pipeline: ${differences.join('; ')}`,
-        {
-          kind: 'slot-invalid',
-          hint: 'setup changes nothing that exists: choose another SLOTLAKE_SLOT, fix SLOTLAKE_PLUGIN or the database, or drop that slot',
-        },
-      );
+      const failoverSupported = (await serverVersionNum(client)) >= FAILOVER_SLOTS_SINCE;
+      if (publication === 'create') {
+        if (want.tables) {
+          await client.query(
+            `CREATE PUBLICATION ${quoteIdentifier(want.publication)} FOR TABLE ${want.tables.map(qualifiedName).join(', ')}`,
+          );
+        } else {
+          await client.query(`CREATE PUBLICATION ${quoteIdentifier(want.publication)} FOR ALL TABLES`);
+        }
+      }
+      return {
+        publicationState: publication === 'create' ? ('created' as const) : publication,
+        slotState: slot,
+        failoverSupported,
+        existingSlotFailover: slot ? await slotFailover(client, want.slot) : null,
+      };
+    },
+  );
+  if (slotState)
     return {
       publication: publicationState,
       slot: 'exists',
       slotLsn: slotState.confirmedFlushLsn,
-      slotFailover: await withSourceClient(settings, (client) => slotFailover(client, want.slot)),
+      slotFailover: existingSlotFailover,
     };
-  }
   const failover = (want.failover ?? true) && failoverSupported;
   const connection = await ReplicationConnection.open(settings);
   try {

@@ -4,7 +4,7 @@ import { after, before } from 'node:test';
 import { S3Client } from '@aws-sdk/client-s3';
 import { runCli } from './cli.js';
 import { readLake, type Lake } from './lake.js';
-import { referenceChanges } from './reference.js';
+import { referenceChanges, type ReferenceChange } from './reference.js';
 import type { LocalPostgresOptions } from '../../src/devstack/postgres.js';
 import { startTestStack, type Pipeline, type TestStack } from './stack.js';
 
@@ -71,8 +71,21 @@ export async function assertExactlyOnce(
   referenceSlot: string,
   tables: string[],
 ): Promise<Lake> {
-  const lake = await readLake(s3, `${pipeline.name}/`);
   const expected = await referenceChanges(pipeline, referenceSlot, new Set(tables));
+  return assertArchiveHolds(s3, `${pipeline.name}/`, expected);
+}
+
+/**
+ * Asserts the archive under `prefix` holds exactly the `expected` changes (each once, nothing else), that
+ * `(commit_lsn, seq)` is unique, and that every data object is listed in exactly one manifest with its row
+ * count. For archives fed by more than one source, pass the reference changes of each.
+ */
+export async function assertArchiveHolds(
+  s3: S3Client,
+  prefix: string,
+  expected: readonly ReferenceChange[],
+): Promise<Lake> {
+  const lake = await readLake(s3, prefix);
   const seen = new Map<string, number>();
   for (const { record } of lake.records) {
     const id = `${record.source.lsn}|${record.source.txId}|${record.source.schema}.${record.source.table}|${record.op}`;
@@ -95,11 +108,14 @@ export async function assertExactlyOnce(
   // every data object is listed in exactly one manifest, with its row count
   const listed = new Map<string, number>();
   for (const manifest of lake.manifests)
-    for (const object of manifest.objects) listed.set(object.key, object.rows);
+    for (const object of manifest.objects) {
+      assert.ok(!listed.has(object.key), `${object.key} is listed in one manifest only`);
+      listed.set(object.key, object.rows);
+    }
   assert.deepEqual([...listed.keys()].sort(), lake.dataKeys);
-  for (const key of lake.dataKeys) {
-    assert.equal(lake.records.filter((r) => r.key === key).length, listed.get(key), `rows of ${key}`);
-  }
+  const rowsByKey = new Map<string, number>();
+  for (const { key } of lake.records) rowsByKey.set(key, (rowsByKey.get(key) ?? 0) + 1);
+  for (const key of lake.dataKeys) assert.equal(rowsByKey.get(key) ?? 0, listed.get(key), `rows of ${key}`);
   return lake;
 }
 

@@ -24,7 +24,10 @@ export interface ChangeRecord {
 export interface Lake {
   readonly dataKeys: string[];
   readonly manifestKeys: string[];
-  readonly manifests: Array<{ objects: Array<{ key: string; rows: number }>; [key: string]: unknown }>;
+  readonly manifests: Array<{
+    objects: Array<{ key: string; rows: number; schema: string; table: string }>;
+    [key: string]: unknown;
+  }>;
   /** Every record with the key of the object that holds it. */
   readonly records: Array<{ key: string; record: ChangeRecord; line: string }>;
 }
