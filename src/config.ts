@@ -134,7 +134,13 @@ const SETTINGS = {
     env: 'SLOTLAKE_FORMAT',
     schema: z.enum(['jsonl', 'parquet']),
     default: 'jsonl',
-    doc: 'jsonl (gzip JSON Lines) or parquet',
+    doc: 'jsonl (gzip JSON Lines) or parquet (typed columns, contract §3.1)',
+  }),
+  parquetCompression: setting({
+    env: 'SLOTLAKE_PARQUET_COMPRESSION',
+    schema: z.enum(['zstd', 'snappy', 'gzip', 'none']),
+    default: 'zstd',
+    doc: 'compression of Parquet objects: zstd, snappy, gzip or none',
   }),
   batchMaxRows: setting({
     env: 'SLOTLAKE_BATCH_MAX_ROWS',
@@ -379,8 +385,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
         'DATABASE_URL carries a password and SLOTLAKE_DATABASE_IAM_AUTH=true: remove the password (an IAM token is used instead)',
       );
   }
-  if (values.format === 'parquet')
-    problems.push('SLOTLAKE_FORMAT=parquet is not available in this version; use jsonl (the default)');
   if (problems.length > 0) throw configError(`invalid configuration: ${problems.join('; ')}`);
 
   const settings = values as { [K in keyof Settings]: SettingValue<Settings[K]> };

@@ -38,6 +38,11 @@ export class TypeCatalog {
     return this.known;
   }
 
+  /** The live columns of `schema.table` now (see `tableColumns`). */
+  columns(schema: string, table: string): Promise<CatalogColumn[] | undefined> {
+    return tableColumns(this.client, schema, table);
+  }
+
   /** Loads (once) what `pg_type` says of `oids` and of the types they are built on. */
   async load(oids: Iterable<number>): Promise<void> {
     let wanted = [...new Set(oids)].filter((oid) => oid >= FIRST_USER_OID && !this.known.has(oid));
@@ -71,5 +76,38 @@ export class TypeCatalog {
       }
       wanted = [...new Set(next)];
     }
+  }
+}
+
+/** A table column as the catalog describes it (what the Relation message does not say). */
+export interface CatalogColumn {
+  readonly name: string;
+  /** `pg_attribute.attnum`: stable for the column's life (a rename keeps it), never reused in the table. */
+  readonly attnum: number;
+  readonly notNull: boolean;
+  /** `format_type(atttypid, atttypmod)`, e.g. `numeric(10,2)`, `character varying(40)`, `mood[]`. */
+  readonly typeName: string;
+}
+
+/** The live columns of `schema.table` now, or undefined when the table no longer exists. */
+export async function tableColumns(
+  client: pg.Client,
+  schema: string,
+  table: string,
+): Promise<CatalogColumn[] | undefined> {
+  try {
+    const result = await client.query(
+      `SELECT a.attname AS name, a.attnum::int AS attnum, a.attnotnull AS "notNull",
+              format_type(a.atttypid, a.atttypmod) AS "typeName"
+         FROM pg_attribute a
+         JOIN pg_class c ON c.oid = a.attrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attnum`,
+      [schema, table],
+    );
+    return result.rowCount === 0 ? undefined : (result.rows as CatalogColumn[]);
+  } catch (error) {
+    throw classify(error, { origin: 'source', what: `reading the columns of ${schema}.${table}` });
   }
 }

@@ -38,9 +38,9 @@ import {
   readSlot,
   type SlotState,
 } from '../replication/source.js';
-import { BatchWriter } from '../sink/batch.js';
+import { JSONL_RECORDS, parquetRecords, type RecordFormat } from '../pipeline/record-formats.js';
+import { BatchWriter, type ObjectFormat } from '../sink/batch.js';
 import type { ObjectStore } from '../sink/object-store.js';
-import { JSONL_FORMAT } from '../sink/spool.js';
 import { StoreSpeedMeter } from '../sink/store-speed.js';
 import { systemClock, type Clock, type Deadline } from '../support/deadline.js';
 import { armKillPoint, killPoint } from '../support/kill-points.js';
@@ -267,7 +267,26 @@ class PipelineRun {
           },
           checkpoint,
         );
-        await this.streamWithReconnects(commits, decision.position, first, catalog, target, source);
+        if (config.format === 'parquet')
+          await this.streamWithReconnects(
+            parquetRecords(config.parquetCompression),
+            commits,
+            decision.position,
+            first,
+            catalog,
+            target,
+            source,
+          );
+        else
+          await this.streamWithReconnects(
+            JSONL_RECORDS,
+            commits,
+            decision.position,
+            first,
+            catalog,
+            target,
+            source,
+          );
       } finally {
         await first.connection.close();
       }
@@ -302,7 +321,8 @@ class PipelineRun {
    * Streams sessions until a stop. A dropped connection abandons the uncommitted batch and reconnects from the
    * checkpoint, under the reconnect policy, while the lease is held and time allows.
    */
-  private async streamWithReconnects(
+  private async streamWithReconnects<R>(
+    format: RecordFormat<R>,
     commits: CommitSequence,
     start: ResumePosition,
     first: { connection: ReplicationConnection; identity: SystemIdentity },
@@ -332,7 +352,7 @@ class PipelineRun {
                 hint: 'DATABASE_URL now reaches another server; the next run checks it against the checkpoint',
               },
             );
-          return await this.streamSession(commits, resume, current, catalog, target, source);
+          return await this.streamSession(format, commits, resume, current, catalog, target, source);
         } finally {
           if (current !== first) await current.connection.close();
         }
@@ -361,7 +381,8 @@ class PipelineRun {
     );
   }
 
-  private async streamSession(
+  private async streamSession<R>(
+    format: RecordFormat<R>,
     commits: CommitSequence,
     resume: ResumePosition,
     opened: { connection: ReplicationConnection; identity: SystemIdentity },
@@ -391,7 +412,8 @@ class PipelineRun {
       database: opened.identity.database,
       resume,
       commits,
-      newBatch: () => this.newBatch(),
+      format,
+      newBatch: () => this.newBatch(format.objects),
       catalog,
       target,
       stopSignal: this.options.stopSignal,
@@ -480,12 +502,12 @@ class PipelineRun {
     return error;
   }
 
-  private newBatch(): BatchWriter<string> {
+  private newBatch<R>(objects: ObjectFormat<R>): BatchWriter<R> {
     const keeper = this.keeperOrFail;
-    return new BatchWriter(
+    return new BatchWriter<R>(
       {
         store: this.options.objects,
-        format: JSONL_FORMAT,
+        format: objects,
         spoolDir: this.spoolDir,
         objectMaxBytes: this.config.objectMaxBytes,
         speed: this.speed,

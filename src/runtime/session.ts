@@ -25,10 +25,10 @@ import {
   type Change,
   type RelationVersion,
   type ResumePosition,
-  type TransactionInfo,
 } from '../pipeline/assembler.js';
 import { BatchPolicy, IdleAdvance } from '../pipeline/batch-policy.js';
-import { RelationEncoder, transactionSource, type TransactionSource } from '../pipeline/records.js';
+import type { RecordEncoder, RecordFormat } from '../pipeline/record-formats.js';
+import { tableSchemaRef } from '../pipeline/table-schema.js';
 import type { XLogDataFrame } from '../protocol/frames.js';
 import type { TypeCatalog } from '../replication/catalog.js';
 import type { ReplicationStream } from '../replication/connection.js';
@@ -80,7 +80,7 @@ export interface SessionCounters {
   onFramesRead(statusUpdates: number, readPauses: number): void;
 }
 
-export interface SessionOptions {
+export interface SessionOptions<R> {
   readonly config: Config;
   readonly logger: Logger;
   readonly deadline: Deadline;
@@ -89,7 +89,9 @@ export interface SessionOptions {
   readonly database: string;
   readonly resume: ResumePosition;
   readonly commits: CommitSequence;
-  readonly newBatch: () => BatchWriter<string>;
+  /** How changes become records of the configured object format. */
+  readonly format: RecordFormat<R>;
+  readonly newBatch: () => BatchWriter<R>;
   readonly catalog: TypeCatalog;
   /** Stop once everything before this LSN is archived (`--until-caught-up`). */
   readonly target: Lsn | undefined;
@@ -120,7 +122,7 @@ class MergedRegistry implements TypeRegistry {
 /**
  * The state of one session, one field each: the session's loop reads and moves these, nothing else does.
  */
-export class ReplicationSession {
+export class ReplicationSession<R> {
   /** Decides what is new and the durable position. */
   private readonly assembler: TransactionAssembler;
   /** When a batch ends. */
@@ -128,20 +130,18 @@ export class ReplicationSession {
   /** When the checkpoint follows the server while idle. */
   private readonly idle: IdleAdvance;
   /** The batch being written. */
-  private batch: BatchWriter<string>;
+  private batch: BatchWriter<R>;
   /** Transactions whose changes went into the current batch and that completed in it. */
   private batchTransactions = 0;
   /** Transactions skipped as already archived, since the last commit. */
   private batchSkipped = 0;
   /** One encoder per relation schema version. */
-  private readonly encoders = new Map<number, RelationEncoder>();
+  private readonly encoders = new Map<number, RecordEncoder<R>>();
   /** The schema handle objects are opened with, per relation schema version. */
   private readonly schemas = new Map<number, TableSchemaRef>();
   /** Types described by the stream's Type messages. */
   private readonly described = new Map<number, TypeInfo>();
   private readonly registry: MergedRegistry;
-  /** The `source` JSON fragments of the open transaction. */
-  private transactionJson: { readonly info: TransactionInfo; readonly json: TransactionSource } | undefined;
   /** Set once everything before the target is archived. */
   private caughtUp: boolean;
   private lastDataAtMs: number;
@@ -152,7 +152,7 @@ export class ReplicationSession {
   private changesRead = 0;
   private readonly decode: (frame: XLogDataFrame) => LogicalMessage | readonly LogicalMessage[];
 
-  constructor(private readonly options: SessionOptions) {
+  constructor(private readonly options: SessionOptions<R>) {
     const { config, clock, resume } = options;
     this.assembler = new TransactionAssembler(resume);
     this.policy = new BatchPolicy({
@@ -171,7 +171,7 @@ export class ReplicationSession {
   }
 
   /** The batch not yet committed (the run abandons it after a failure). */
-  get currentBatch(): BatchWriter<string> {
+  get currentBatch(): BatchWriter<R> {
     return this.batch;
   }
 
@@ -317,7 +317,6 @@ export class ReplicationSession {
         return;
       case 'commit': {
         this.framesSinceEstimate = FRAMES_PER_ESTIMATE;
-        this.transactionJson = undefined;
         if (event.archived) this.batchTransactions++;
         else this.batchSkipped++;
         const { target } = this.options;
@@ -328,38 +327,18 @@ export class ReplicationSession {
     }
   }
 
-  /** A relation (re)described: load what the catalog knows of its types, build its encoder once per version. */
+  /**
+   * A relation (re)described: load what the catalog knows of its types and columns, build its encoder and
+   * its object schema once per version.
+   */
   private async describe(version: RelationVersion): Promise<void> {
     if (this.encoders.has(version.schemaId)) return;
-    await this.options.catalog.load(version.relation.columns.map((column) => column.typeOid));
-    this.encoders.set(
-      version.schemaId,
-      new RelationEncoder(version.relation, this.options.database, this.registry),
-    );
+    const { catalog, format, database } = this.options;
     const relation = version.relation;
-    this.schemas.set(version.schemaId, {
-      id: version.schemaId,
-      table: { schema: relation.namespace, table: relation.name },
-      description: {
-        replicaIdentity: relation.replicaIdentity,
-        columns: relation.columns.map((column) => ({
-          name: column.name,
-          typeOid: column.typeOid,
-          typeModifier: column.typeModifier,
-          key: column.isKey,
-          type: this.registry.get(column.typeOid)?.name,
-        })),
-      },
-    });
-  }
-
-  private sourceOf(info: TransactionInfo): TransactionSource {
-    if (this.transactionJson?.info !== info)
-      this.transactionJson = {
-        info,
-        json: transactionSource(formatLsn(info.commitLsn), info.xid, info.commitTimeUnixUs),
-      };
-    return this.transactionJson.json;
+    await catalog.load(relation.columns.map((column) => column.typeOid));
+    const columns = await catalog.columns(relation.namespace, relation.name);
+    this.encoders.set(version.schemaId, format.encoder(version, database, this.registry));
+    this.schemas.set(version.schemaId, tableSchemaRef(version.schemaId, relation, columns, this.registry));
   }
 
   private async write(change: Change): Promise<void> {
@@ -381,16 +360,8 @@ export class ReplicationSession {
       await this.commitBatch(this.assembler.positionBefore(change));
       target.transactionContinues = true;
     }
-    const line = encoder.encode(
-      change.op,
-      change.before,
-      change.beforeIsKey,
-      change.after,
-      formatLsn(change.lsn),
-      change.seq,
-      this.sourceOf(change.transaction),
-    );
-    const object = this.batch.write(target, line, line.length + 1);
+    const encoded = encoder.encode(change);
+    const object = this.batch.write(target, encoded.record, encoded.bytes);
     this.changesRead++;
     if (change.seq >= 1) killPoint('mid-transaction');
     if (object.needsDrain) await object.drain();

@@ -20,6 +20,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SlotlakeError } from '../errors.js';
 import { lsnKey, type Lsn } from '../lsn.js';
+import type { TypeRegistry } from '../decoding/values.js';
 import { tableKeySegment, type TableName } from '../names.js';
 import type { Deadline } from '../support/deadline.js';
 import { killPoint } from '../support/kill-points.js';
@@ -27,8 +28,10 @@ import { withRetry } from '../support/retry.js';
 import type { ObjectStore } from './object-store.js';
 import type { StoreSpeedMeter } from './store-speed.js';
 
-/** One object being written, whatever its format (sink/spool.ts for JSON Lines). */
+/** One object being written, whatever its format (sink/spool.ts for JSON Lines, sink/parquet for Parquet). */
 export interface ObjectWriter<R> {
+  /** What the format adds to the manifest's entry for this object (after `close()`), e.g. column statistics. */
+  describe?(): Record<string, unknown>;
   readonly path: string;
   /** Appends one record. Returns false when the caller should await `drain()`. */
   write(record: R): boolean;
@@ -53,14 +56,26 @@ export interface ObjectFormat<R> {
   open(path: string, schema: TableSchemaRef): ObjectWriter<R>;
 }
 
+/** A column of the table an object holds, as formats that type their columns need it. */
+export interface ObjectColumn {
+  readonly name: string;
+  readonly typeOid: number;
+  readonly typeModifier: number;
+  /** Stable id of the column (Parquet `field_id`). */
+  readonly fieldId: number;
+}
+
 /**
  * The table schema an object is written with: a new Relation message (a schema change) starts new objects.
- * `id` is unique per (table, schema version) within a run; `description` goes into the manifest.
+ * `id` is unique per (table, schema version) within a run; `description` goes into the manifest; `columns`
+ * and `types` let typed formats (Parquet) build their schema.
  */
 export interface TableSchemaRef {
   readonly id: number;
   readonly table: TableName;
   readonly description: unknown;
+  readonly columns: readonly ObjectColumn[];
+  readonly types: TypeRegistry;
 }
 
 /** Where the next record goes. */
@@ -90,6 +105,8 @@ export interface ArchivedObject {
   readonly firstSeq: number | undefined;
   /** The table schema the object was written with (its `description`). */
   readonly schema: unknown;
+  /** What the format says of the object (Parquet: its physical schema and column statistics). */
+  readonly format: Record<string, unknown> | undefined;
 }
 
 export function objectKey(
@@ -350,6 +367,7 @@ export class BatchWriter<R> {
         lastCommitLsn: object.lastCommitLsn,
         firstSeq: object.part,
         schema: object.schema.description,
+        format: object.writer.describe?.(),
       };
       this.uploaded.push(archived);
       return archived;

@@ -51,6 +51,8 @@ export interface ManifestObject {
   readonly endLsn: string;
   readonly firstSeq: number | null;
   readonly tableSchema: unknown;
+  /** Parquet objects: the physical schema and per-column statistics (min, max, null count). */
+  readonly parquet?: Record<string, unknown>;
 }
 
 export interface Manifest {
@@ -100,6 +102,7 @@ export function buildManifest(input: ManifestInput): Manifest {
       endLsn: formatLsn(object.lastCommitLsn),
       firstSeq: object.firstSeq ?? null,
       tableSchema: object.schema,
+      ...(object.format ? { parquet: object.format } : {}),
     })),
   };
 }

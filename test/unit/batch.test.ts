@@ -69,7 +69,13 @@ function schemaOf(table: string, version = 0): TableSchemaRef {
   const id = `${table}#${version}`;
   let schema = schemas.get(id);
   if (!schema) {
-    schema = { id: schemas.size + 1, table: { schema: 'public', table }, description: { version } };
+    schema = {
+      id: schemas.size + 1,
+      table: { schema: 'public', table },
+      description: { version },
+      columns: [],
+      types: new Map(),
+    };
     schemas.set(id, schema);
   }
   return schema;

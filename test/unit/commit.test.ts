@@ -111,6 +111,8 @@ function schemaOf(table: string): TableSchemaRef {
       id: schemas.size + 1,
       table: { schema: 'public', table },
       description: { columns: [{ name: 'id', typeOid: 23 }] },
+      columns: [{ name: 'id', typeOid: 23, typeModifier: -1, fieldId: 1 }],
+      types: new Map(),
     };
     schemas.set(table, schema);
   }

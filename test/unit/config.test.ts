@@ -57,6 +57,7 @@ describe('defaults', () => {
       checkpointTable: 'slotlake-checkpoints',
       checkpointTableName: 'slotlake-checkpoints',
       format: 'jsonl',
+      parquetCompression: 'zstd',
       batchMaxRows: 500_000,
       batchMaxBytes: 256 * 1024 ** 2,
       batchMaxAgeMs: 60_000,
@@ -258,10 +259,6 @@ describe('bad values', () => {
     rejects('SLOTLAKE_ON_SOURCE_CHANGE', 'ignore');
     rejects('SLOTLAKE_LOG_LEVEL', 'TRACE');
     rejects('SLOTLAKE_CHECKPOINT_TABLE', 'ab');
-  });
-
-  it('parquet is named as not available yet', () => {
-    assert.match(rejects('SLOTLAKE_FORMAT', 'parquet').message, /parquet is not available/);
   });
 
   it('DATABASE_URL must be a postgres URL', () => {

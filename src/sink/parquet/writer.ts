@@ -436,6 +436,11 @@ export class ParquetObjectWriter {
     return this.flushedEstimate + this.bufferedBytes;
   }
 
+  /** True while the file stream wants the caller to await `drain()`. */
+  get needsDrain(): boolean {
+    return this.file.writableNeedDrain || this.failure !== undefined;
+  }
+
   async drain(): Promise<void> {
     if (this.failure) throw this.failure;
     if (this.file.writableNeedDrain) await once(this.file, 'drain');
