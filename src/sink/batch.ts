@@ -240,15 +240,20 @@ export class BatchWriter<R> {
       // A schema change or a size split closes an object inside a transaction: the next object of the same
       // table and date in that transaction needs the -<seq> part, as does one continuing an earlier batch.
       const tableDate = this.tableDateOf(target);
-      const continues = target.transactionContinues || this.closedIn.get(tableDate) === target.commitLsn;
       for (const [otherSlot, other] of this.open) {
-        if (other.schema.table === target.schema.table && other.dt === target.dt && otherSlot !== slot) {
+        if (
+          other.schema.table.schema === target.schema.table.schema &&
+          other.schema.table.table === target.schema.table.table &&
+          other.dt === target.dt &&
+          otherSlot !== slot
+        ) {
           // The table's schema changed: its object with the old schema is complete.
           this.open.delete(otherSlot);
-          this.closedIn.set(tableDate, target.commitLsn);
+          this.closedIn.set(tableDate, other.lastCommitLsn);
           this.startUpload(other);
         }
       }
+      const continues = target.transactionContinues || this.closedIn.get(tableDate) === target.commitLsn;
       const path = join(
         this.options.spoolDir,
         `${process.pid}-${++this.fileCounter}.${this.options.format.extension}`,
