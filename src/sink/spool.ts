@@ -101,7 +101,10 @@ export class SpooledObject implements ObjectWriter<string> {
   /** Drops the object (after a failure): closes streams and removes the file. */
   async discard(): Promise<void> {
     this.gzip.destroy();
+    // The file is opened asynchronously: wait until the stream is closed, or a late open re-creates it.
+    const closed = this.file.closed ? Promise.resolve() : once(this.file, 'close').catch(() => undefined);
     this.file.destroy();
+    await closed;
     await rm(this.path, { force: true });
   }
 }

@@ -471,7 +471,10 @@ export class ParquetObjectWriter {
     this.closing ??= Promise.reject(new Error(`Parquet object ${this.path} was discarded`));
     this.closing.catch(() => undefined);
     this.buffers = [];
+    // The file is opened asynchronously: wait until the stream is closed, or a late open re-creates it.
+    const closed = this.file.closed ? Promise.resolve() : once(this.file, 'close').catch(() => undefined);
     this.file.destroy();
+    await closed;
     await rm(this.path, { force: true });
   }
 
