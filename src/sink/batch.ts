@@ -76,6 +76,11 @@ export interface TableSchemaRef {
   readonly description: unknown;
   readonly columns: readonly ObjectColumn[];
   readonly types: TypeRegistry;
+  /**
+   * An object of its own beside the table's others (a snapshot chunk): it does not close the table's open
+   * object as a new schema version would.
+   */
+  readonly sideObject?: boolean;
 }
 
 /** Where the next record goes. */
@@ -241,8 +246,14 @@ export class BatchWriter<R> {
       // table and date in that transaction needs the -<seq> part, as does one continuing an earlier batch.
       const tableDate = this.tableDateOf(target);
       const continues = target.transactionContinues || this.closedIn.get(tableDate) === target.commitLsn;
-      for (const [otherSlot, other] of this.open) {
-        if (other.schema.table === target.schema.table && other.dt === target.dt && otherSlot !== slot) {
+      for (const [otherSlot, other] of target.schema.sideObject ? [] : this.open) {
+        if (
+          !other.schema.sideObject &&
+          other.schema.table.schema === target.schema.table.schema &&
+          other.schema.table.table === target.schema.table.table &&
+          other.dt === target.dt &&
+          otherSlot !== slot
+        ) {
           // The table's schema changed: its object with the old schema is complete.
           this.open.delete(otherSlot);
           this.closedIn.set(tableDate, target.commitLsn);
