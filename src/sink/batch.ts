@@ -245,7 +245,6 @@ export class BatchWriter<R> {
       // A schema change or a size split closes an object inside a transaction: the next object of the same
       // table and date in that transaction needs the -<seq> part, as does one continuing an earlier batch.
       const tableDate = this.tableDateOf(target);
-      const continues = target.transactionContinues || this.closedIn.get(tableDate) === target.commitLsn;
       for (const [otherSlot, other] of target.schema.sideObject ? [] : this.open) {
         if (
           !other.schema.sideObject &&
@@ -256,10 +255,11 @@ export class BatchWriter<R> {
         ) {
           // The table's schema changed: its object with the old schema is complete.
           this.open.delete(otherSlot);
-          this.closedIn.set(tableDate, target.commitLsn);
+          this.closedIn.set(tableDate, other.lastCommitLsn);
           this.startUpload(other);
         }
       }
+      const continues = target.transactionContinues || this.closedIn.get(tableDate) === target.commitLsn;
       const path = join(
         this.options.spoolDir,
         `${process.pid}-${++this.fileCounter}.${this.options.format.extension}`,

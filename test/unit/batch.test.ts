@@ -572,3 +572,25 @@ describe('BatchWriter', () => {
     assert.equal(archive.uploads.length, 0);
   });
 });
+
+describe('schema versions', () => {
+  it('a new schema version of a table closes its object with the old schema; the next one gets the -<seq> part', async () => {
+    const archive = new MemoryObjectStore();
+    const batch = writer(archive);
+    put(batch, 'a', '2025-11-24', C1, 0, line('a', C1, 0), false, 0);
+    put(batch, 'a', '2025-11-24', C1, 1, line('a', C1, 1), false, 1);
+    assert.equal(batch.openObjects, 1, 'the old version is closed (and uploading)');
+    const objects = await batch.finish();
+    assert.deepEqual(
+      objects.map((o) => [o.key, o.rows, o.schema]),
+      [
+        [
+          'data/public.a/dt=2025-11-24/0000000000000100-0000000000000100-0000000001.jsonl.gz',
+          1,
+          { version: 1 },
+        ],
+        ['data/public.a/dt=2025-11-24/0000000000000100-0000000000000100.jsonl.gz', 1, { version: 0 }],
+      ],
+    );
+  });
+});
