@@ -376,7 +376,7 @@ class PipelineRun {
   private recordSnapshot(): void {
     const driver = this.snapshot;
     if (!driver) return;
-    const pending = report(driver.progress, null);
+    const pending = report(driver.progress, driver.counters.rows);
     this.summary.snapshot = {
       chunks: driver.counters.chunks,
       rows: driver.counters.rows,
@@ -384,12 +384,7 @@ class PipelineRun {
       pendingTables: pending.pendingTables,
       rowsArchivedTotal: pending.rowsArchived,
       rowsRemainingEstimate: pending.rowsRemainingEstimate,
-      estimatedRunsLeft:
-        pending.pendingTables === 0
-          ? 0
-          : driver.counters.rows > 0
-            ? Math.max(1, Math.ceil(pending.rowsRemainingEstimate / driver.counters.rows))
-            : null,
+      estimatedRunsLeft: pending.estimatedRunsLeft,
     };
   }
 

@@ -208,7 +208,7 @@ export class ReplicationSession<R> {
       stopReason = this.stopReason();
       if (stopReason !== undefined) break;
       this.options.snapshot?.check();
-      if (!this.assembler.inTransaction) this.options.snapshot?.maybeStart();
+      if (!this.assembler.inTransaction) this.options.snapshot?.maybeStart(this.flushEstimateMs);
       // A long backlog never waits on I/O: yield now and then so timers are never starved.
       if (++this.framesSinceYield >= FRAMES_PER_YIELD) {
         this.framesSinceYield = 0;
@@ -457,6 +457,7 @@ export class ReplicationSession<R> {
       await place(emission.atHigh, emission.high);
     }
     snapshot.emitted(emission);
+    killPoint('snapshot-written');
     this.options.logger.info('snapshot chunk archived', {
       table: `${emission.plan.table.schema}.${emission.plan.table.table}`,
       rows: emission.atHigh.length + emission.atLow.length,

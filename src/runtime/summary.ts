@@ -53,7 +53,7 @@ export interface RunSummary {
     droppedAsStale: number;
     pendingTables: number;
     rowsArchivedTotal: number;
-    rowsRemainingEstimate: number;
+    rowsRemainingEstimate: number | null;
     estimatedRunsLeft: number | null;
   } | null;
   /** The lease this run held: its fence, and when it was taken and given up (epoch ms). */

@@ -20,6 +20,7 @@ import type { Logger } from '../log.js';
 import type { Lsn } from '../lsn.js';
 import type { Change, TransactionInfo } from '../pipeline/assembler.js';
 import type { Clock, Deadline } from '../support/deadline.js';
+import { killPoint } from '../support/kill-points.js';
 import {
   chunkArchived,
   hasPendingWork,
@@ -40,8 +41,13 @@ export const MAX_CHUNK_BYTES = 32 * 1024 * 1024;
 /** A chunk aims at this fraction of the run's usable time left, and at most this long. */
 const CHUNK_TIME_FRACTION = 0.2;
 const MAX_CHUNK_MS = 10_000;
-/** A chunk starts only with at least this much usable time left (watermarks, select, the stream catching up). */
-const MIN_TIME_FOR_CHUNK_MS = 2_000;
+/**
+ * A chunk starts only when the usable time left covers its expected duration (watermarks, select, the stream
+ * reaching its high watermark) this many times over, plus the flush the run still owes.
+ */
+const CHUNK_TIME_COVER = 2;
+/** Expected duration of a chunk before any was measured. */
+const FIRST_CHUNK_MS = 500;
 
 /** What the commit of a high watermark's transaction hands the session to write. */
 export interface ChunkEmission {
@@ -119,6 +125,9 @@ export class SnapshotDriver {
     return this.inFlight !== undefined;
   }
 
+  /** How long the next chunk should take, from the last one (or a prior). */
+  private expectedChunkMs = FIRST_CHUNK_MS;
+
   private chunkRows(): number {
     const usable = this.options.deadline.usableMs();
     const targetMs = Math.min(
@@ -130,10 +139,13 @@ export class SnapshotDriver {
     return Math.max(MIN_CHUNK_ROWS, Math.min(this.options.maxChunkRows, byTime, byMemory));
   }
 
-  /** Starts the next chunk when none is in flight, some table has rows left, and time allows. */
-  maybeStart(): void {
+  /**
+   * Starts the next chunk when none is in flight, some table has rows left, and the time left (after the
+   * `flushEstimateMs` the run owes) covers the chunk.
+   */
+  maybeStart(flushEstimateMs = 0): void {
     if (this.inFlight || !this.pending) return;
-    if (this.options.deadline.usableMs() < MIN_TIME_FOR_CHUNK_MS) return;
+    if (this.options.deadline.usableMs() - flushEstimateMs < CHUNK_TIME_COVER * this.expectedChunkMs) return;
     const entry = nextTable(this.committed)!;
     const name = `${this.options.runId}/${++this.chunkSeq}`;
     const limit = this.chunkRows();
@@ -243,6 +255,7 @@ export class SnapshotDriver {
       return undefined;
     }
     const elapsed = Math.max(1, this.options.clock.nowMs() - flight.startedAtMs);
+    this.expectedChunkMs = elapsed;
     if (chunk.rows.length > 0) {
       this.rowsPerMs = chunk.rows.length / elapsed;
       let bytes = 0;

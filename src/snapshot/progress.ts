@@ -24,7 +24,7 @@ export interface SnapshotTable {
   readonly lastKey: readonly string[] | null;
   readonly rows: number;
   readonly chunks: number;
-  /** `pg_class.reltuples` when the table was first read (an estimate, for progress). */
+  /** `pg_class.reltuples` when the table was first read (an estimate, for progress); -1 when unknown. */
   readonly estimatedRows: number;
   readonly requestedAt: string;
   readonly doneAt: string | null;
@@ -130,26 +130,31 @@ export interface SnapshotReport {
     readonly state: SnapshotTable['state'];
     readonly keyKind: SnapshotKeyKind | null;
     readonly rows: number;
-    readonly estimatedRows: number;
+    /** null when the table was never analyzed (no statistics to estimate from). */
+    readonly estimatedRows: number | null;
     readonly percent: number | null;
   }>;
   readonly pendingTables: number;
   readonly rowsArchived: number;
-  readonly rowsRemainingEstimate: number;
+  /** null when a pending table has no estimate. */
+  readonly rowsRemainingEstimate: number | null;
   /** From the rows a run archives (the caller's measurement); null when unknown. */
   readonly estimatedRunsLeft: number | null;
 }
 
 export function report(progress: SnapshotProgress, rowsPerRun: number | null): SnapshotReport {
   let rowsArchived = 0;
-  let remaining = 0;
+  let remaining: number | null = 0;
   const tables = progress.tables.map((entry) => {
     rowsArchived += entry.rows;
-    if (entry.state !== 'done') remaining += Math.max(0, entry.estimatedRows - entry.rows);
+    const known = entry.estimatedRows >= 0 && (entry.state !== 'pending' || entry.chunks > 0);
+    if (entry.state !== 'done')
+      remaining =
+        known && remaining !== null ? remaining + Math.max(0, entry.estimatedRows - entry.rows) : null;
     const percent =
       entry.state === 'done'
         ? 100
-        : entry.estimatedRows > 0
+        : known && entry.estimatedRows > 0
           ? Math.min(99, Math.floor((100 * entry.rows) / entry.estimatedRows))
           : null;
     return {
@@ -157,7 +162,7 @@ export function report(progress: SnapshotProgress, rowsPerRun: number | null): S
       state: entry.state,
       keyKind: entry.keyKind ?? null,
       rows: entry.rows,
-      estimatedRows: entry.estimatedRows,
+      estimatedRows: known ? entry.estimatedRows : null,
       percent,
     };
   });
@@ -168,6 +173,10 @@ export function report(progress: SnapshotProgress, rowsPerRun: number | null): S
     rowsArchived,
     rowsRemainingEstimate: remaining,
     estimatedRunsLeft:
-      pendingTables === 0 ? 0 : rowsPerRun && rowsPerRun > 0 ? Math.ceil(remaining / rowsPerRun) || 1 : null,
+      pendingTables === 0
+        ? 0
+        : rowsPerRun && rowsPerRun > 0 && remaining !== null
+          ? Math.max(1, Math.ceil(remaining / rowsPerRun))
+          : null,
   };
 }

@@ -34,6 +34,7 @@ export interface SnapshotPlan {
   readonly keyColumns: readonly string[];
   /** Positions of the key columns in `columns` (empty for ctid). */
   readonly keyIndexes: readonly number[];
+  /** `pg_class.reltuples` (-1: unknown, the table was never analyzed). */
   readonly estimatedRows: number;
   /** The table as a pgoutput Relation message would describe it (for encoding the rows). */
   readonly relation: Relation;
@@ -66,7 +67,7 @@ const ORIGIN = { origin: 'source' } as const;
 export async function planTable(client: pg.Client, table: TableName): Promise<SnapshotPlan | undefined> {
   try {
     const found = await client.query(
-      `SELECT c.oid::int AS oid, c.relreplident, greatest(c.reltuples, 0)::float8 AS reltuples
+      `SELECT c.oid::int AS oid, c.relreplident, c.reltuples::float8 AS reltuples
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`,
       [table.schema, table.table],
@@ -129,7 +130,8 @@ export async function planTable(client: pg.Client, table: TableName): Promise<Sn
       keyIndexes: chosen
         ? keyColumns.map((name) => snapshotColumns.findIndex((column) => column.name === name))
         : [],
-      estimatedRows: Math.round(Number(cls.reltuples)),
+      // reltuples is -1 until the table was first vacuumed or analyzed: unknown
+      estimatedRows: Number(cls.reltuples) < 0 ? -1 : Math.round(Number(cls.reltuples)),
       relation: {
         relationId: cls.oid,
         namespace: table.schema,
@@ -189,10 +191,12 @@ export async function readChunk(
   lastKey: readonly string[] | null,
   limit: number,
 ): Promise<Chunk> {
-  const select = plan.columns.map((column) => `${quoteIdentifier(column.name)}::text`);
+  // Every column is read as text; the key is compared and ordered through the table alias, never by the
+  // select list's text output columns of the same name (ORDER BY would take those first).
+  const select = plan.columns.map((column) => `s.${quoteIdentifier(column.name)}::text`);
   const keyed = plan.keyKind !== 'ctid';
-  const keyList = keyed ? plan.keyColumns.map(quoteIdentifier).join(', ') : 'ctid';
-  if (!keyed) select.push('ctid::text');
+  const keyList = keyed ? plan.keyColumns.map((name) => `s.${quoteIdentifier(name)}`).join(', ') : 's.ctid';
+  if (!keyed) select.push('s.ctid::text');
   const params: unknown[] = [];
   let where = '';
   if (lastKey !== null) {
@@ -205,7 +209,7 @@ export async function readChunk(
     where = ` WHERE (${keyList}) > (${casts.join(', ')})`;
   }
   params.push(limit);
-  const sql = `SELECT ${select.join(', ')} FROM ${qualifiedName(plan.table)}${where} ORDER BY ${keyList} LIMIT $${params.length}`;
+  const sql = `SELECT ${select.join(', ')} FROM ${qualifiedName(plan.table)} AS s${where} ORDER BY ${keyList} LIMIT $${params.length}`;
   try {
     const result = await client.query({ text: sql, values: params, rowMode: 'array' });
     const rows = result.rows as (string | null)[][];

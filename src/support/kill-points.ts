@@ -15,6 +15,8 @@ export const KILL_POINTS = [
   'after-manifest', // manifest written, before the acknowledgement
   'after-ack', // acknowledged
   'mid-transaction', // while reading, inside a transaction with changes already in the batch
+  'snapshot-read', // a snapshot chunk read and its high watermark written, before the stream reached it
+  'snapshot-written', // a snapshot chunk's rows written into the batch, before it commits
 ] as const;
 
 export type KillPoint = (typeof KILL_POINTS)[number];
