@@ -180,6 +180,7 @@ export class SnapshotDriver {
       await emitWatermark(client, watermark('low'));
       const chunk = await readChunk(client, plan, entry.lastKey, limit);
       await emitWatermark(client, watermark('high'));
+      killPoint('snapshot-read');
       return { plan, chunk };
     })();
     flight.task.then(
