@@ -23,6 +23,7 @@ import type { Clock, Deadline } from '../support/deadline.js';
 import { killPoint } from '../support/kill-points.js';
 import {
   chunkArchived,
+  compact,
   hasPendingWork,
   nextTable,
   type SnapshotProgress,
@@ -290,7 +291,7 @@ export class SnapshotDriver {
 
   /** The session archived an emission's rows: its progress is now the driver's. */
   emitted(emission: ChunkEmission): void {
-    this.committed = emission.progress;
+    this.committed = compact(emission.progress);
     this.counters.chunks++;
     this.counters.rows += emission.atHigh.length + emission.atLow.length;
     this.counters.dropped += emission.dropped;
