@@ -86,6 +86,7 @@ describe('snapshots', () => {
     console.log(`snapshot test seed ${seed} (SNAPSHOT_TEST_SEED=${seed} to replay)`);
     const random = prng(seed);
     const pipeline = await createPipeline(local.stack, SCHEMA, {
+      SLOTLAKE_SNAPSHOT: 'initial',
       SLOTLAKE_LEASE_DURATION: '3s',
       SLOTLAKE_SAFETY_MARGIN: '1s',
       SLOTLAKE_BATCH_MAX_AGE: '2s',
