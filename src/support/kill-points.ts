@@ -21,6 +21,11 @@ export const KILL_POINTS = [
 
 export type KillPoint = (typeof KILL_POINTS)[number];
 
+/** The kill points of the change stream's commit path (the snapshot ones are reached only by snapshot runs). */
+export const STREAM_KILL_POINTS: readonly KillPoint[] = KILL_POINTS.filter(
+  (point) => !point.startsWith('snapshot-'),
+);
+
 let armed: { point: KillPoint; occurrence: number } | undefined;
 let seen = 0;
 
