@@ -197,9 +197,21 @@ const SETTINGS = {
   }),
   onSourceChange: setting({
     env: 'SLOTLAKE_ON_SOURCE_CHANGE',
-    schema: z.enum(['fail', 'accept-gap']),
+    schema: z.enum(['fail', 'accept-gap', 'resnapshot']),
     default: 'fail',
-    doc: 'the checkpoint was made on another database system, database or slot: fail, or accept-gap to continue from the new slot',
+    doc: 'the checkpoint was made on another database system or database: fail; accept-gap to continue from the new slot; resnapshot to continue and archive every published table again',
+  }),
+  snapshot: setting({
+    env: 'SLOTLAKE_SNAPSHOT',
+    schema: z.enum(['initial', 'never']),
+    default: 'initial',
+    doc: "initial: a new pipeline's first run archives every published table's existing rows (op r), chunk by chunk over the runs; never: only changes",
+  }),
+  snapshotChunkRows: setting({
+    env: 'SLOTLAKE_SNAPSHOT_CHUNK_ROWS',
+    schema: positiveInt,
+    default: '50000',
+    doc: 'the most rows a snapshot chunk reads (chunks adapt below it to the time left and 32 MiB of memory)',
   }),
   // ── Source access: credentials fetched at run time, IAM authentication, TLS (replication/credentials.ts) ──
   databaseSecret: setting({

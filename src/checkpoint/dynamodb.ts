@@ -8,12 +8,15 @@
  * `fence` (+1 per acquisition) — the lease; `intentKeys` (string set) — the S3 keys of the batch in flight;
  * `pendingManifestKey` + `pendingManifestStagingKey` — the last committed batch's manifest, staged in S3;
  * `uploadBytesPerMs`, `requestLatencyMs`, `commitLatencyMs` — the store speed the last run measured;
+ * `snapshotProgress` (gzip JSON, binary) — the snapshot progress; `snapshotRequests` (string set) — tables
+ * `slotlake snapshot` asked for, merged by the next run;
  * `updatedAt` and `note_*` for operators. Every write is an UpdateItem with a condition on the lease (and,
  * for the checkpoint, on `version` and on never moving `lsnKey` back on the same system), so a stale or
  * fenced-off run can change nothing. Reads are strongly consistent. A checkpoint write whose response was
  * lost is recognised on retry by its `writeId`.
  */
 import { randomUUID } from 'node:crypto';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import {
   ConditionalCheckFailedException,
   CreateTableCommand,
@@ -37,6 +40,7 @@ import {
   type PendingManifest,
   type StoreSpeed,
 } from './store.js';
+import type { SnapshotProgress } from '../snapshot/progress.js';
 
 export function createDynamoClient(): DynamoDBClient {
   const endpoint = process.env.AWS_ENDPOINT_URL_DYNAMODB ?? process.env.AWS_ENDPOINT_URL;
@@ -148,6 +152,7 @@ export class DynamoCheckpointStore implements CheckpointStore {
             ? { owner: previousOwner, expiresAtMs: Number(old.leaseExpiresAt?.N ?? '0') }
             : undefined,
         speed: speedOf(old),
+        snapshotRequests: old.snapshotRequests?.SS ?? [],
       };
     } catch (error) {
       if (error instanceof ConditionalCheckFailedException) {
@@ -231,6 +236,26 @@ export class DynamoCheckpointStore implements CheckpointStore {
     );
   }
 
+  async pendingSnapshotRequests(): Promise<string[]> {
+    return (await this.getItem())?.snapshotRequests?.SS ?? [];
+  }
+
+  async requestSnapshot(tables: readonly string[]): Promise<void> {
+    if (tables.length === 0) return;
+    try {
+      await this.client.send(
+        new UpdateItemCommand({
+          TableName: this.table,
+          Key: this.key,
+          UpdateExpression: 'ADD snapshotRequests :tables',
+          ExpressionAttributeValues: { ':tables': { SS: [...new Set(tables)] } },
+        }),
+      );
+    } catch (error) {
+      throw classify(error, { ...ORIGIN, what: `requesting a snapshot in DynamoDB table ${this.table}` });
+    }
+  }
+
   async clearIntent(lease: Lease): Promise<void> {
     await this.updateUnderLease(lease, 'REMOVE intentKeys', {}, 'clearing the intent');
   }
@@ -288,6 +313,12 @@ export class DynamoCheckpointStore implements CheckpointStore {
       sets.push(...speed.sets);
       Object.assign(values, speed.values);
     }
+    if (update.snapshot) {
+      sets.push('snapshotProgress = :snapshot');
+      values[':snapshot'] = { B: gzipSync(JSON.stringify(update.snapshot)) };
+    }
+    const consumed = [...new Set(update.consumedSnapshotRequests ?? [])];
+    if (consumed.length > 0) values[':consumedRequests'] = { SS: consumed };
     for (const [name, value] of Object.entries(update.note ?? {})) {
       const safe = name.replace(/[^A-Za-z0-9_]/g, '_');
       sets.push(`note_${safe} = :note_${safe}`);
@@ -306,6 +337,7 @@ export class DynamoCheckpointStore implements CheckpointStore {
       lsn: update.lsn,
       partial: update.partial,
       source: update.source,
+      snapshot: update.snapshot,
       version,
       updatedAt,
     };
@@ -314,7 +346,9 @@ export class DynamoCheckpointStore implements CheckpointStore {
         new UpdateItemCommand({
           TableName: this.table,
           Key: this.key,
-          UpdateExpression: `SET ${sets.join(', ')} REMOVE ${removes.join(', ')}`,
+          UpdateExpression:
+            `SET ${sets.join(', ')} REMOVE ${removes.join(', ')}` +
+            (consumed.length > 0 ? ' DELETE snapshotRequests :consumedRequests' : ''),
           ConditionExpression: condition,
           ExpressionAttributeNames: names,
           ExpressionAttributeValues: values,
@@ -374,6 +408,7 @@ function checkpointOf(item: Item): Checkpoint | null {
   if (!text) return null;
   const partialLsn = item.partialCommitLsn?.S;
   const systemId = item.sourceSystemId?.S;
+  const snapshot = item.snapshotProgress?.B;
   return {
     lsn: parseLsn(text),
     partial: partialLsn
@@ -388,6 +423,7 @@ function checkpointOf(item: Item): Checkpoint | null {
             database: item.sourceDatabase?.S ?? '',
             slot: item.sourceSlot?.S ?? '',
           },
+    snapshot: snapshot ? (JSON.parse(gunzipSync(snapshot).toString('utf8')) as SnapshotProgress) : undefined,
     version: Number(item.version?.N ?? '0'),
     updatedAt: item.updatedAt?.S ?? '',
   };

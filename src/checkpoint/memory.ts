@@ -25,6 +25,7 @@ export class MemoryCheckpointStore implements CheckpointStore {
   intent = new Set<string>();
   pendingManifest: PendingManifest | undefined;
   speed: StoreSpeed | undefined;
+  snapshotRequests = new Set<string>();
   writes = 0;
   /** Every acquisition, in order: the store's own account of who held the lease when. */
   readonly history: Array<{ owner: string; fence: number; atMs: number }> = [];
@@ -57,7 +58,16 @@ export class MemoryCheckpointStore implements CheckpointStore {
           ? { owner: previous.owner, expiresAtMs: previous.expiresAtMs }
           : undefined,
       speed: this.speed,
+      snapshotRequests: [...this.snapshotRequests],
     };
+  }
+
+  async pendingSnapshotRequests(): Promise<string[]> {
+    return [...this.snapshotRequests];
+  }
+
+  async requestSnapshot(tables: readonly string[]): Promise<void> {
+    for (const table of tables) this.snapshotRequests.add(table);
   }
 
   private check(lease: Lease): void {
@@ -114,11 +124,13 @@ export class MemoryCheckpointStore implements CheckpointStore {
       lsn: update.lsn,
       partial: update.partial,
       source: update.source,
+      snapshot: update.snapshot ?? this.current?.snapshot,
       version: (expectedVersion ?? 0) + 1,
       updatedAt: new Date().toISOString(),
     };
     this.intent.clear();
     this.pendingManifest = update.manifest;
+    for (const table of update.consumedSnapshotRequests ?? []) this.snapshotRequests.delete(table);
     if (update.speed) this.speed = update.speed;
     this.writes++;
     return this.current;

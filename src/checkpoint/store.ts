@@ -17,12 +17,16 @@
  * - the **pending manifest**: where the last committed batch's manifest was staged in S3 and where it goes;
  *   copied into `manifests/` right after the checkpoint, and again by any later run that finds it, so a crash
  *   between the checkpoint and the manifest never leaves a committed batch without its manifest.
+ * - the **snapshot progress**: which tables' existing rows are being archived and the last key of each
+ *   (snapshot/progress.ts), written with the checkpoint of the batch that holds the chunk's rows; and the
+ *   **snapshot requests** `slotlake snapshot` adds (a set any process may add to, merged by the next run).
  * - the **store speed** the last run measured (upload throughput and latency, commit latency), so the next
  *   run stops reading early enough for its flush even before it has measured anything itself.
  * `version` grows with every checkpoint write; writes are conditional on the version read before.
  */
 import { SlotlakeError } from '../errors.js';
 import type { Lsn } from '../lsn.js';
+import type { SnapshotProgress } from '../snapshot/progress.js';
 
 export interface PartialTransaction {
   /** Commit LSN of the transaction cut mid-way. */
@@ -54,6 +58,8 @@ export interface Checkpoint {
   readonly partial: PartialTransaction | undefined;
   /** The source the LSNs belong to; undefined for a checkpoint written before identities were stored. */
   readonly source: SourceIdentity | undefined;
+  /** Snapshot progress committed with this checkpoint (undefined: no snapshot ever requested). */
+  readonly snapshot: SnapshotProgress | undefined;
   readonly version: number;
   readonly updatedAt: string;
 }
@@ -74,6 +80,10 @@ export interface CheckpointUpdate {
   readonly manifest?: PendingManifest | undefined;
   /** The store speed measured so far, for the next run. */
   readonly speed?: StoreSpeed | undefined;
+  /** The snapshot progress as of `lsn` (undefined: unchanged). */
+  readonly snapshot?: SnapshotProgress | undefined;
+  /** Snapshot requests merged into `snapshot`, removed from the pending requests by this write. */
+  readonly consumedSnapshotRequests?: readonly string[] | undefined;
   /** Free-form facts for operators (run id, counts); never row values. */
   readonly note?: Readonly<Record<string, string | number>>;
 }
@@ -100,6 +110,8 @@ export type Acquisition =
       readonly takenOver: { readonly owner: string; readonly expiresAtMs: number } | undefined;
       /** The store speed the previous run measured. */
       readonly speed: StoreSpeed | undefined;
+      /** Tables `slotlake snapshot` asked for (`schema.table` as SLOTLAKE_TABLES writes them), not yet merged. */
+      readonly snapshotRequests: readonly string[];
     }
   | {
       readonly acquired: false;
@@ -125,6 +137,10 @@ export interface CheckpointStore {
   release(lease: Lease, speed?: StoreSpeed, expireAtMs?: number): Promise<void>;
   /** Adds keys to the intent. Throws `lease-lost` when the lease is no longer ours. */
   recordIntent(lease: Lease, keys: readonly string[], signal?: AbortSignal): Promise<void>;
+  /** Asks for a (re-)snapshot of tables (names as SLOTLAKE_TABLES writes them); needs no lease. */
+  requestSnapshot(tables: readonly string[]): Promise<void>;
+  /** The snapshot requests not yet merged by a run (read-only; for `status`). */
+  pendingSnapshotRequests(): Promise<string[]>;
   /** Clears the intent (after recovery removed its objects). */
   clearIntent(lease: Lease): Promise<void>;
   /**

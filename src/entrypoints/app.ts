@@ -8,7 +8,10 @@ import { formatLsn } from '../lsn.js';
 import type { Logger } from '../log.js';
 import type { ConnectionSettings } from '../replication/connection.js';
 import { sourceAccess } from '../replication/credentials.js';
-import { readSlot, setupSource, withSourceClient } from '../replication/source.js';
+import { listPublishedTables, readSlot, setupSource, withSourceClient } from '../replication/source.js';
+import { SlotlakeError } from '../errors.js';
+import { displayName, formatTableName, type TableName } from '../names.js';
+import { NO_SNAPSHOT, report as snapshotReport, type SnapshotReport } from '../snapshot/progress.js';
 import { createS3Client, S3ObjectStore } from '../sink/s3.js';
 import type { Deadline } from '../support/deadline.js';
 import { runPipeline, type RunSummary } from '../runtime/run.js';
@@ -57,6 +60,8 @@ export interface StatusReport {
   checkpoint: string | null;
   partial: { commitLsn: string; nextSeq: number } | null;
   checkpointUpdatedAt: string | null;
+  /** Snapshot progress: tables, rows, percent, estimated runs left; null when none was ever requested. */
+  snapshot: (SnapshotReport & { requestedNotYetStarted: string[] }) | null;
   slot: {
     name: string;
     plugin: string;
@@ -79,6 +84,8 @@ export async function readStatus(config: Config): Promise<StatusReport> {
       config.checkpointTable,
       config.pipeline,
     ).read();
+    const store = new DynamoCheckpointStore(dynamo, config.checkpointTable, config.pipeline);
+    const requests = await store.pendingSnapshotRequests();
     const slot = await withSourceClient(sourceConnection(config), (client) => readSlot(client, config.slot));
     return {
       pipeline: config.pipeline,
@@ -87,6 +94,10 @@ export async function readStatus(config: Config): Promise<StatusReport> {
         ? { commitLsn: formatLsn(checkpoint.partial.commitLsn), nextSeq: checkpoint.partial.nextSeq }
         : null,
       checkpointUpdatedAt: checkpoint?.updatedAt ?? null,
+      snapshot:
+        checkpoint?.snapshot || requests.length > 0
+          ? { ...snapshotReport(checkpoint?.snapshot ?? NO_SNAPSHOT, null), requestedNotYetStarted: requests }
+          : null,
       slot: slot
         ? {
             name: slot.name,
@@ -102,6 +113,46 @@ export async function readStatus(config: Config): Promise<StatusReport> {
           }
         : null,
     };
+  } finally {
+    dynamo.destroy();
+  }
+}
+
+export interface SnapshotRequestReport {
+  requested: string[];
+}
+
+/**
+ * `slotlake snapshot`: asks for a (re-)snapshot of `tables` (all published tables when none are given); the
+ * next runs archive their current rows, chunk by chunk. Every table must exist in the source.
+ */
+export async function requestSnapshot(
+  config: Config,
+  tables: readonly TableName[] | undefined,
+): Promise<SnapshotRequestReport> {
+  const dynamo = createDynamoClient();
+  try {
+    const chosen = await withSourceClient(sourceConnection(config), async (client) => {
+      const wanted = tables ?? (await listPublishedTables(client, config));
+      const missing: TableName[] = [];
+      for (const table of wanted) {
+        const found = await client.query(
+          `SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`,
+          [table.schema, table.table],
+        );
+        if (found.rowCount === 0) missing.push(table);
+      }
+      if (missing.length > 0)
+        throw new SlotlakeError(`cannot snapshot ${missing.map(displayName).join(', ')}: no such table`, {
+          kind: 'config',
+          hint: 'name tables as schema.table, written as in SQL (quote mixed-case names: public."Orders")',
+        });
+      return wanted;
+    });
+    const names = chosen.map(formatTableName);
+    await new DynamoCheckpointStore(dynamo, config.checkpointTable, config.pipeline).requestSnapshot(names);
+    return { requested: names };
   } finally {
     dynamo.destroy();
   }

@@ -7,10 +7,11 @@
  */
 import { Command, InvalidArgumentError } from 'commander';
 import { loadConfig, parseDuration, type Config } from '../config.js';
-import { classify } from '../errors.js';
+import { classify, SlotlakeError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { Deadline, systemClock } from '../support/deadline.js';
-import { performRun, performSetup, readStatus } from './app.js';
+import { performRun, performSetup, readStatus, requestSnapshot } from './app.js';
+import { parseTableList, type TableName } from '../names.js';
 
 /** When the process started, on the one clock: budgets count from here. */
 const processStartMs = systemClock.nowMs() - process.uptime() * 1000;
@@ -85,6 +86,31 @@ program
   .description('print the checkpoint and the slot state as JSON (read-only)')
   .action(async () => {
     const report = await readStatus(config());
+    process.stdout.write(`${JSON.stringify(report)}\n`);
+  });
+
+program
+  .command('snapshot')
+  .description(
+    "request a (re-)snapshot: the next runs archive the tables' current rows as op r records, chunk by chunk",
+  )
+  .option(
+    '--table <schema.table>',
+    'a table to snapshot, written as in SQL (repeatable; default: every published table)',
+    (value: string, previous: string[] = []) => [...previous, value],
+  )
+  .action(async (options: { table?: string[] }) => {
+    const settings = config();
+    let tables: TableName[] | undefined;
+    try {
+      tables = options.table?.flatMap((text) => parseTableList(text));
+    } catch (error) {
+      throw new SlotlakeError(`--table: ${(error as Error).message}`, {
+        kind: 'config',
+        hint: 'name tables as schema.table, written as in SQL (quote mixed-case names: public."Orders")',
+      });
+    }
+    const report = await requestSnapshot(settings, tables);
     process.stdout.write(`${JSON.stringify(report)}\n`);
   });
 

@@ -24,6 +24,8 @@ import { unixMicrosFromPostgres } from '../protocol/frames.js';
 import type { PartialTransaction } from '../checkpoint/store.js';
 import type { LogicalMessage, Relation, Tuple } from '../decoding/messages.js';
 import type { TypeInfo } from '../decoding/values.js';
+import type { SnapshotProgress } from '../snapshot/progress.js';
+import { parseWatermark, type Watermark } from '../snapshot/watermarks.js';
 
 /** Where reading starts: everything committed before `lsn` is archived, plus a cut transaction's prefix. */
 export interface ResumePosition {
@@ -35,6 +37,8 @@ export interface ResumePosition {
 export interface DurablePosition {
   readonly lsn: Lsn;
   readonly partial: PartialTransaction | undefined;
+  /** The snapshot progress archived with it (snapshot/progress.ts); undefined: unchanged. */
+  readonly snapshot?: SnapshotProgress | undefined;
 }
 
 /** A relation as the stream last described it, with an id per schema version. */
@@ -54,7 +58,8 @@ export interface TransactionInfo {
   readonly dt: string;
 }
 
-export type ChangeOp = 'c' | 'u' | 'd' | 't';
+/** `c` insert, `u` update, `d` delete, `t` truncate, `r` a snapshot read (contract §4.1). */
+export type ChangeOp = 'c' | 'u' | 'd' | 't' | 'r';
 
 /** One change to archive. */
 export interface Change {
@@ -79,12 +84,20 @@ export type AssemblerEvent =
   | { readonly kind: 'changes'; readonly changes: readonly Change[] }
   | {
       readonly kind: 'commit';
+      readonly commitLsn: Lsn;
       /** True when the transaction's changes were handed out (false: skipped as already archived). */
       readonly archived: boolean;
       /** Changes handed out for it in this assembler's life. */
       readonly changes: number;
     }
   | { readonly kind: 'relation'; readonly relation: RelationVersion; readonly changed: boolean }
+  | {
+      readonly kind: 'watermark';
+      readonly watermark: Watermark;
+      readonly transaction: TransactionInfo;
+      /** The message's own LSN. */
+      readonly lsn: Lsn;
+    }
   | { readonly kind: 'type'; readonly type: TypeInfo };
 
 interface OpenTransaction extends TransactionInfo {
@@ -246,9 +259,15 @@ export class TransactionAssembler {
       }
       case 'truncate':
         return this.truncate(message.relationIds, walStart);
+      case 'message': {
+        // Logical messages are not table changes; slotlake's own snapshot watermarks place snapshot chunks.
+        const watermark = parseWatermark(message.prefix, message.content);
+        const txn = this.txn;
+        if (!watermark || !txn || txn.skip) return NONE;
+        return { kind: 'watermark', watermark, transaction: txn, lsn: message.lsn };
+      }
       case 'origin':
-      case 'message':
-        return NONE; // replication origins and logical messages are not table changes
+        return NONE; // replication origins are not table changes
       default:
         throw new SlotlakeError(
           `unexpected ${message.tag} message: slotlake asks for non-streamed transactions`,
@@ -297,7 +316,17 @@ export class TransactionAssembler {
       this.pendingPartial = undefined;
     this.lastCommitEnd = maxLsn(this.lastCommitEnd, endLsn);
     this.txn = undefined;
-    return { kind: 'commit', archived: !txn.skip, changes: txn.handedOut };
+    return { kind: 'commit', commitLsn: txn.commitLsn, archived: !txn.skip, changes: txn.handedOut };
+  }
+
+  /**
+   * The schema version of a relation described from outside the stream (a snapshot reads the catalog): the
+   * stream's own version when it is the same, else a new one (recorded, so the stream's next identical
+   * description keeps it).
+   */
+  versionOf(relation: Relation): RelationVersion {
+    const event = this.describeRelation(relation);
+    return (event as Extract<AssemblerEvent, { kind: 'relation' }>).relation;
   }
 
   private describeRelation(relation: Relation): AssemblerEvent {

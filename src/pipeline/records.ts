@@ -46,7 +46,7 @@ export function transactionSource(
   };
 }
 
-export type Op = 'c' | 'u' | 'd' | 't';
+export type Op = 'c' | 'u' | 'd' | 't' | 'r';
 
 export class RelationEncoder {
   readonly schema: string;
@@ -135,7 +135,8 @@ export class RelationEncoder {
       unchanged = [];
       afterJson = this.encodeTuple(after, false, beforeIsKeyOnly ? undefined : before, unchanged);
     }
-    const source = `${this.sourceHead}${lsnText}"${txn.commitLsnJson},"seq":${seq}${txn.tailJson}`;
+    const snapshot = op === 'r' ? ',"snapshot":true' : '';
+    const source = `${this.sourceHead}${lsnText}"${txn.commitLsnJson},"seq":${seq}${snapshot}${txn.tailJson}`;
     const toast = unchanged && unchanged.length > 0 ? `,"unchanged_toast":${JSON.stringify(unchanged)}` : '';
     return `{"op":"${op}","before":${beforeJson},"after":${afterJson},"source":${source}${toast}}`;
   }

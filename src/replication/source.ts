@@ -367,3 +367,33 @@ export async function setupSource(settings: ConnectionSettings, want: SetupWant)
     await connection.close();
   }
 }
+
+/** The tables the pipeline archives: the publication's (pgoutput), or SLOTLAKE_TABLES, or every user table. */
+export async function listPublishedTables(
+  source: pg.Client,
+  config: {
+    readonly plugin: string;
+    readonly publication: string;
+    readonly tables: readonly TableName[] | undefined;
+  },
+): Promise<TableName[]> {
+  try {
+    if (config.plugin === 'pgoutput') {
+      const result = await source.query(
+        'SELECT schemaname AS schema, tablename AS table FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2',
+        [config.publication],
+      );
+      return result.rows as TableName[];
+    }
+    if (config.tables) return [...config.tables];
+    const result = await source.query(
+      `SELECT n.nspname AS schema, c.relname AS table FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+          AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+        ORDER BY 1, 2`,
+    );
+    return result.rows as TableName[];
+  } catch (error) {
+    throw classify(error, { origin: 'source', what: 'listing the published tables' });
+  }
+}

@@ -26,6 +26,7 @@ import { SlotlakeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { formatLsn, type Lsn } from '../lsn.js';
 import type { DurablePosition } from '../pipeline/assembler.js';
+import { sameProgress } from '../snapshot/progress.js';
 import type { ArchivedObject, BatchWriter } from '../sink/batch.js';
 import { buildManifest, manifestRelativeKey, stagingRelativeKey } from '../sink/manifest.js';
 import type { ObjectStore } from '../sink/object-store.js';
@@ -51,6 +52,8 @@ export interface CommitContext {
   readonly signal: AbortSignal;
   /** Reports a durable position to the server (ReplicationStream.acknowledge). */
   readonly acknowledge: (lsn: Lsn) => void;
+  /** Snapshot requests this run merged into its snapshot progress: the first checkpoint write consumes them. */
+  readonly mergedSnapshotRequests?: readonly string[];
 }
 
 export interface CommitResult {
@@ -71,7 +74,9 @@ function samePosition(checkpoint: Checkpoint | null, position: DurablePosition):
   return (
     checkpoint.lsn === position.lsn &&
     checkpoint.partial?.commitLsn === position.partial?.commitLsn &&
-    checkpoint.partial?.nextSeq === position.partial?.nextSeq
+    checkpoint.partial?.nextSeq === position.partial?.nextSeq &&
+    (position.snapshot === undefined ||
+      (checkpoint.snapshot !== undefined && sameProgress(checkpoint.snapshot, position.snapshot)))
   );
 }
 
@@ -140,10 +145,15 @@ export async function publishManifest(
 }
 
 export class CommitSequence {
+  /** Snapshot requests not yet consumed by a checkpoint write. */
+  private requestsToConsume: readonly string[];
+
   constructor(
     private readonly context: CommitContext,
     private current: Checkpoint | null,
-  ) {}
+  ) {
+    this.requestsToConsume = context.mergedSnapshotRequests ?? [];
+  }
 
   get checkpoint(): Checkpoint | null {
     return this.current;
@@ -214,12 +224,14 @@ export class CommitSequence {
     }
     // 3. Checkpoint (clears the intent, records the pending manifest). From here on the batch's objects may
     // be committed even if the write fails (a lost response): nothing may delete them.
-    if (!samePosition(this.current, position) || pending) {
+    if (!samePosition(this.current, position) || pending || this.requestsToConsume.length > 0) {
       const expected = this.current?.version ?? null;
       batch.checkpointBegun = true;
       const checkpointStarted = performance.now();
+      const previous = this.current;
+      const consumed = this.requestsToConsume;
       try {
-        this.current = await withRetry(
+        const written = await withRetry(
           () =>
             checkpoints.write(
               {
@@ -228,6 +240,8 @@ export class CommitSequence {
                 source: this.context.source,
                 manifest: pending,
                 speed: speed.snapshot(),
+                snapshot: position.snapshot,
+                consumedSnapshotRequests: consumed,
                 note: { runId: this.context.runId, slot: this.context.slot },
               },
               expected,
@@ -236,6 +250,8 @@ export class CommitSequence {
             ),
           { what: 'writing the checkpoint', origin: 'checkpoint-store', deadline, signal },
         );
+        this.current = { ...written, snapshot: written.snapshot ?? previous?.snapshot };
+        this.requestsToConsume = [];
       } catch (error) {
         if (signal.aborted) speed.recordUnfinishedCommit(performance.now() - checkpointStarted);
         throw error;

@@ -28,7 +28,7 @@ export interface SlotPosition {
 
 export interface ResumePolicies {
   readonly slotPositionPolicy: 'fail' | 'trust-slot';
-  readonly onSourceChange: 'fail' | 'accept-gap';
+  readonly onSourceChange: 'fail' | 'accept-gap' | 'resnapshot';
 }
 
 export interface ResumeNote {
@@ -82,13 +82,13 @@ export function decideResume(
         kind: 'source-changed',
         origin: 'source',
         hint:
-          'if this is the right database (a restore or a new server), re-snapshot its tables into the archive, or accept the gap knowingly ' +
-          'with SLOTLAKE_ON_SOURCE_CHANGE=accept-gap (the run then starts at the new slot position); otherwise fix DATABASE_URL or SLOTLAKE_PIPELINE',
+          'if this is the right database (a restore or a new server), set SLOTLAKE_ON_SOURCE_CHANGE=resnapshot (start at the new slot and re-snapshot every table into the archive) ' +
+          'or SLOTLAKE_ON_SOURCE_CHANGE=accept-gap (start at the new slot, knowingly missing what happened in between); otherwise fix DATABASE_URL or SLOTLAKE_PIPELINE',
       });
     }
     notes.push({
       level: 'warn',
-      message: `${message}; continuing from the new slot position because SLOTLAKE_ON_SOURCE_CHANGE=accept-gap`,
+      message: `${message}; continuing from the new slot position because SLOTLAKE_ON_SOURCE_CHANGE=${policies.onSourceChange}`,
       fields: { previousSource: stored, source: current, slotPosition: formatLsn(slotPosition) },
     });
     return {

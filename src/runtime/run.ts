@@ -18,7 +18,16 @@ import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type pg from 'pg';
-import type { Acquisition, CheckpointStore } from '../checkpoint/store.js';
+import type { Acquisition, Checkpoint, CheckpointStore } from '../checkpoint/store.js';
+import { parseTableList } from '../names.js';
+import { SnapshotDriver } from '../snapshot/driver.js';
+import {
+  hasPendingWork,
+  NO_SNAPSHOT,
+  report,
+  requestTables,
+  type SnapshotProgress,
+} from '../snapshot/progress.js';
 import type { Config } from '../config.js';
 import { classify, SlotlakeError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -33,6 +42,7 @@ import {
 } from '../replication/connection.js';
 import {
   checkSource,
+  listPublishedTables,
   openSourceClient,
   pluginNotAllowed,
   readSlot,
@@ -239,6 +249,7 @@ class PipelineRun {
       const target = this.options.untilCaughtUp ? await currentWalLsn(source) : undefined;
       const catalog = new TypeCatalog(source);
       const first = await this.openReplication();
+      let snapshotClient: pg.Client | undefined;
       try {
         const identity = {
           systemId: first.identity.systemId,
@@ -250,6 +261,24 @@ class PipelineRun {
         for (const note of decision.notes) logger[note.level](note.message, note.fields);
         this.summary.sourceChanged = decision.sourceChanged;
         this.summary.checkpoint = formatLsn(decision.position.lsn);
+        const requests = await this.snapshotRequests(acquisition, checkpoint, decision.sourceChanged, source);
+        if (requests.progress && hasPendingWork(requests.progress)) {
+          snapshotClient = await withRetry(() => openSourceClient(this.connection), {
+            what: 'connecting to postgres for the snapshot',
+            origin: 'source',
+            deadline,
+          });
+          this.snapshot = new SnapshotDriver({
+            pipeline: config.pipeline,
+            runId: this.runId,
+            client: snapshotClient,
+            logger,
+            clock: this.clock,
+            deadline,
+            progress: requests.progress,
+            maxChunkRows: config.snapshotChunkRows,
+          });
+        }
         const commits = new CommitSequence(
           {
             objects: this.options.objects,
@@ -264,6 +293,7 @@ class PipelineRun {
             lease: keeper,
             signal: this.signal,
             acknowledge: (lsn) => this.acknowledge?.(lsn),
+            mergedSnapshotRequests: requests.merged,
           },
           checkpoint,
         );
@@ -289,6 +319,8 @@ class PipelineRun {
           );
       } finally {
         await first.connection.close();
+        await snapshotClient?.end().catch(() => undefined);
+        this.recordSnapshot();
       }
       await this.reportSlot(source);
       logger.info('run finished', { ...this.finish() });
@@ -296,6 +328,64 @@ class PipelineRun {
     } finally {
       await source.end().catch(() => undefined);
     }
+  }
+
+  /** Reads tables' existing rows between the stream's changes, when a snapshot is pending. */
+  private snapshot: SnapshotDriver | undefined;
+
+  /**
+   * The snapshot work of this run: the committed progress, the initial snapshot of a new pipeline
+   * (SLOTLAKE_SNAPSHOT=initial) or after an accepted source change (resnapshot), and the tables `slotlake
+   * snapshot` asked for since the last run (merged here; the first checkpoint write consumes them).
+   */
+  private async snapshotRequests(
+    acquisition: Extract<Acquisition, { acquired: true }>,
+    checkpoint: Checkpoint | null,
+    sourceChanged: boolean,
+    source: pg.Client,
+  ): Promise<{ progress: SnapshotProgress | undefined; merged: readonly string[] }> {
+    const { config, logger } = this;
+    let progress = sourceChanged ? NO_SNAPSHOT : checkpoint?.snapshot;
+    const now = new Date().toISOString();
+    const initial =
+      (checkpoint === null && config.snapshot === 'initial') ||
+      (sourceChanged && config.onSourceChange === 'resnapshot');
+    if (initial) {
+      const tables = await listPublishedTables(source, config);
+      progress = requestTables(progress ?? NO_SNAPSHOT, tables, now);
+      logger.info('snapshot requested for every published table', {
+        tables: tables.length,
+        reason: checkpoint === null ? 'new pipeline' : 'source changed',
+      });
+    }
+    const merged: string[] = [];
+    for (const request of acquisition.snapshotRequests) {
+      try {
+        progress = requestTables(progress ?? NO_SNAPSHOT, parseTableList(request), now);
+        merged.push(request);
+      } catch {
+        logger.warn('ignoring a snapshot request that names no table', { request });
+        merged.push(request);
+      }
+    }
+    if (merged.length > 0) logger.info('snapshot requested for tables', { tables: merged.length });
+    return { progress, merged };
+  }
+
+  /** The snapshot figures of this run, for the summary. */
+  private recordSnapshot(): void {
+    const driver = this.snapshot;
+    if (!driver) return;
+    const pending = report(driver.progress, driver.counters.rows);
+    this.summary.snapshot = {
+      chunks: driver.counters.chunks,
+      rows: driver.counters.rows,
+      droppedAsStale: driver.counters.dropped,
+      pendingTables: pending.pendingTables,
+      rowsArchivedTotal: pending.rowsArchived,
+      rowsRemainingEstimate: pending.rowsRemainingEstimate,
+      estimatedRunsLeft: pending.estimatedRunsLeft,
+    };
   }
 
   /** Where acknowledgements go: the current session's stream (none between sessions). */
@@ -418,6 +508,7 @@ class PipelineRun {
       target,
       stopSignal: this.options.stopSignal,
       assertLeaseHeld: () => keeper.assertHeld(),
+      snapshot: this.snapshot,
       statusIntervalMs: this.statusIntervalMs,
       counters: {
         onCommitted: (result, counts) => {

@@ -23,6 +23,7 @@ import { publicationNamesOption } from '../names.js';
 import {
   TransactionAssembler,
   type Change,
+  type DurablePosition,
   type RelationVersion,
   type ResumePosition,
 } from '../pipeline/assembler.js';
@@ -37,6 +38,11 @@ import type { Clock, Deadline } from '../support/deadline.js';
 import { killPoint } from '../support/kill-points.js';
 import type { CommitSequence, CommitResult } from './commit.js';
 import type { StopReason } from './summary.js';
+import type { ChunkEmission, SnapshotDriver } from '../snapshot/driver.js';
+import type { ChunkRow } from '../snapshot/window.js';
+import type { Tuple } from '../decoding/messages.js';
+import { MAX_OBJECTS_PER_BATCH } from '../pipeline/batch-policy.js';
+import { MAX_INTENT_KEY_BYTES } from '../checkpoint/store.js';
 
 /** The configured plugin's START_REPLICATION options. */
 export function pluginOptions(config: Config): Record<string, string> {
@@ -44,6 +50,8 @@ export function pluginOptions(config: Config): Record<string, string> {
   return {
     proto_version: String(config.protocolVersion),
     publication_names: publicationNamesOption([config.publication]),
+    // logical messages carry the snapshot watermarks (PostgreSQL 14+)
+    messages: 'true',
   };
 }
 
@@ -98,6 +106,8 @@ export interface SessionOptions<R> {
   readonly stopSignal: AbortSignal | undefined;
   /** Throws when the lease is lost (checked before each frame). */
   readonly assertLeaseHeld: () => void;
+  /** Reads tables' existing rows between the stream's changes, when a snapshot is requested. */
+  readonly snapshot: SnapshotDriver | undefined;
   readonly statusIntervalMs: number;
   readonly counters: SessionCounters;
 }
@@ -148,6 +158,8 @@ export class ReplicationSession<R> {
   private lastKeepaliveRequestMs = 0;
   private framesSinceEstimate = 0;
   private framesSinceYield = 0;
+  /** Side objects opened for snapshot chunks (their schema handles get ids of their own). */
+  private sideObjects = 0;
   private flushEstimateMs: number;
   private changesRead = 0;
   private readonly decode: (frame: XLogDataFrame) => LogicalMessage | readonly LogicalMessage[];
@@ -170,6 +182,11 @@ export class ReplicationSession<R> {
     this.decode = messageDecoder(config);
   }
 
+  /** The assembler's durable position, with the snapshot progress archived up to it. */
+  private durablePosition(): DurablePosition {
+    return { ...this.assembler.durablePosition(), snapshot: this.options.snapshot?.progress };
+  }
+
   /** The batch not yet committed (the run abandons it after a failure). */
   get currentBatch(): BatchWriter<R> {
     return this.batch;
@@ -190,6 +207,8 @@ export class ReplicationSession<R> {
     while (stopReason === undefined) {
       stopReason = this.stopReason();
       if (stopReason !== undefined) break;
+      this.options.snapshot?.check();
+      if (!this.assembler.inTransaction) this.options.snapshot?.maybeStart(this.flushEstimateMs);
       // A long backlog never waits on I/O: yield now and then so timers are never starved.
       if (++this.framesSinceYield >= FRAMES_PER_YIELD) {
         this.framesSinceYield = 0;
@@ -209,7 +228,9 @@ export class ReplicationSession<R> {
       else if (frame.type === 'keepalive') await this.onKeepalive(frame.walEnd);
       else await this.onData(frame);
     }
-    // Drain: make everything read durable, checkpoint, acknowledge; then end the stream cleanly.
+    // Drain: make everything read durable, checkpoint, acknowledge; then end the stream cleanly. A snapshot
+    // chunk still in flight is read again by the next run.
+    this.options.snapshot?.abandon();
     await this.commitBatch();
     await stream.stop();
     options.counters.onFramesRead(stream.statusUpdatesSent, stream.readPauses);
@@ -221,7 +242,7 @@ export class ReplicationSession<R> {
     const { options, deadline, config } = { ...this.options, options: this.options };
     options.assertLeaseHeld();
     if (options.stopSignal?.aborted) return 'signal';
-    if (this.caughtUp && !this.assembler.inTransaction) return 'caught-up';
+    if (this.caughtUp && !this.assembler.inTransaction && !this.options.snapshot?.pending) return 'caught-up';
     if (this.framesSinceEstimate++ >= FRAMES_PER_ESTIMATE) this.refreshEstimate();
     const testStop =
       config.testStopAfterChanges !== undefined && this.changesRead >= config.testStopAfterChanges;
@@ -250,7 +271,12 @@ export class ReplicationSession<R> {
     const now = clock.nowMs();
     if (this.policy.rotationDue(this.batch, now)) await this.commitBatch();
     await this.maybeAdvanceIdle();
-    if (config.idleTimeoutMs !== undefined && now - this.lastDataAtMs >= config.idleTimeoutMs) return 'idle';
+    if (
+      config.idleTimeoutMs !== undefined &&
+      now - this.lastDataAtMs >= config.idleTimeoutMs &&
+      !this.options.snapshot?.pending
+    )
+      return 'idle';
     // Ask where the server is, to adopt its position while idle and to notice being caught up.
     if (now - this.lastKeepaliveRequestMs >= KEEPALIVE_REQUEST_INTERVAL_MS) {
       this.lastKeepaliveRequestMs = now;
@@ -274,7 +300,7 @@ export class ReplicationSession<R> {
    * otherwise pin WAL forever.
    */
   private async maybeAdvanceIdle(): Promise<void> {
-    const position = this.assembler.durablePosition();
+    const position = this.durablePosition();
     const stored = this.options.commits.checkpoint?.lsn ?? this.options.resume.lsn;
     if (
       this.idle.due(
@@ -312,13 +338,21 @@ export class ReplicationSession<R> {
       case 'relation':
         await this.describe(event.relation);
         return;
+      case 'watermark':
+        this.options.snapshot?.onWatermark(event.watermark, event.transaction, event.lsn);
+        return;
       case 'changes':
-        for (const change of event.changes) await this.write(change);
+        for (const change of event.changes) {
+          this.options.snapshot?.observe(change);
+          await this.write(change);
+        }
         return;
       case 'commit': {
         this.framesSinceEstimate = FRAMES_PER_ESTIMATE;
         if (event.archived) this.batchTransactions++;
         else this.batchSkipped++;
+        const emission = await this.options.snapshot?.onCommit(event.commitLsn);
+        if (emission) await this.writeChunk(emission);
         const { target } = this.options;
         if (target !== undefined && this.assembler.lastCompleteLsn >= target) this.caughtUp = true;
         if (this.policy.rotationDue(this.batch, this.options.clock.nowMs())) await this.commitBatch();
@@ -357,7 +391,10 @@ export class ReplicationSession<R> {
       this.batch.opensObject(target) &&
       this.policy.mustEndBeforeNewObject(this.batch, this.batch.maxKeyBytes(schema.table))
     ) {
-      await this.commitBatch(this.assembler.positionBefore(change));
+      await this.commitBatch({
+        ...this.assembler.positionBefore(change),
+        snapshot: this.options.snapshot?.progress,
+      });
       target.transactionContinues = true;
     }
     const encoded = encoder.encode(change);
@@ -367,8 +404,69 @@ export class ReplicationSession<R> {
     if (object.needsDrain) await object.drain();
   }
 
+  /**
+   * Writes a snapshot chunk's rows as `op: "r"` records at its watermarks, each set in an object of its own,
+   * and takes its progress: both are committed by the same checkpoint write. The batch is committed first when
+   * it could not take the chunk's two objects, so a chunk is never split across batches.
+   */
+  private async writeChunk(emission: ChunkEmission): Promise<void> {
+    const snapshot = this.options.snapshot!;
+    if (emission.atHigh.length + emission.atLow.length > 0) {
+      const version = this.assembler.versionOf(emission.plan.relation);
+      await this.describe(version);
+      const base = this.schemas.get(version.schemaId)!;
+      const encoder = this.encoders.get(version.schemaId)!;
+      const keyBytes = 2 * this.batch.maxKeyBytes(base.table);
+      if (
+        !this.batch.isEmpty &&
+        (this.batch.objectCount + 2 > MAX_OBJECTS_PER_BATCH ||
+          this.batch.intentKeyBytes + keyBytes > MAX_INTENT_KEY_BYTES)
+      )
+        await this.commitBatch();
+      const place = async (rows: readonly ChunkRow[], at: ChunkEmission['high']) => {
+        if (rows.length === 0) return;
+        const schema: TableSchemaRef = { ...base, id: -++this.sideObjects, sideObject: true };
+        for (let seq = 0; seq < rows.length; seq++) {
+          const change: Change = {
+            op: 'r',
+            relation: version,
+            before: undefined,
+            beforeIsKey: false,
+            after: tupleOf(rows[seq]!),
+            lsn: at.lsn,
+            seq,
+            transaction: at.transaction,
+            transactionContinues: false,
+          };
+          const encoded = encoder.encode(change);
+          const object = this.batch.write(
+            {
+              schema,
+              dt: at.transaction.dt,
+              commitLsn: at.transaction.commitLsn,
+              seq,
+              transactionContinues: false,
+            },
+            encoded.record,
+            encoded.bytes,
+          );
+          if (object.needsDrain) await object.drain();
+        }
+      };
+      await place(emission.atLow, emission.low);
+      await place(emission.atHigh, emission.high);
+    }
+    snapshot.emitted(emission);
+    killPoint('snapshot-written');
+    this.options.logger.info('snapshot chunk archived', {
+      table: `${emission.plan.table.schema}.${emission.plan.table.table}`,
+      rows: emission.atHigh.length + emission.atLow.length,
+      droppedAsStale: emission.dropped,
+    });
+  }
+
   /** Commits the current batch (at the assembler's durable position by default) and starts a new one. */
-  private async commitBatch(position = this.assembler.durablePosition()): Promise<void> {
+  private async commitBatch(position = this.durablePosition()): Promise<void> {
     const transactions = this.batchTransactions;
     const result = await this.options.commits.commit(this.batch, position, {
       transactions,
@@ -380,4 +478,11 @@ export class ReplicationSession<R> {
     this.assembler.batchCommitted();
     this.batch = this.options.newBatch();
   }
+}
+
+/** A chunk row's text values as a tuple, like the stream's. */
+function tupleOf(row: ChunkRow): Tuple {
+  return row.map((value) =>
+    value === null ? { kind: 'null' as const } : { kind: 'text' as const, text: value },
+  );
 }

@@ -45,6 +45,17 @@ export interface RunSummary {
   retainedWalBytes: number | null;
   walStatus: string | null;
   safeWalSize: number | null;
+  /** The snapshot work of this run (null when no snapshot was pending). */
+  snapshot: {
+    chunks: number;
+    rows: number;
+    /** Chunk rows left out because the change stream carries a newer version of them. */
+    droppedAsStale: number;
+    pendingTables: number;
+    rowsArchivedTotal: number;
+    rowsRemainingEstimate: number | null;
+    estimatedRunsLeft: number | null;
+  } | null;
   /** The lease this run held: its fence, and when it was taken and given up (epoch ms). */
   lease: { fence: number; acquiredAtMs: number; releasedAtMs: number | null; renewals: number } | null;
 }
@@ -72,6 +83,7 @@ export function emptySummary(pipeline: string, slot: string, runId: string): Run
     flushMs: 0,
     overrunMs: 0,
     sourceChanged: false,
+    snapshot: null,
     lagBytes: null,
     retainedWalBytes: null,
     walStatus: null,

@@ -76,6 +76,11 @@ export interface TableSchemaRef {
   readonly description: unknown;
   readonly columns: readonly ObjectColumn[];
   readonly types: TypeRegistry;
+  /**
+   * An object of its own beside the table's others (a snapshot chunk): it does not close the table's open
+   * object as a new schema version would.
+   */
+  readonly sideObject?: boolean;
 }
 
 /** Where the next record goes. */
@@ -240,8 +245,9 @@ export class BatchWriter<R> {
       // A schema change or a size split closes an object inside a transaction: the next object of the same
       // table and date in that transaction needs the -<seq> part, as does one continuing an earlier batch.
       const tableDate = this.tableDateOf(target);
-      for (const [otherSlot, other] of this.open) {
+      for (const [otherSlot, other] of target.schema.sideObject ? [] : this.open) {
         if (
+          !other.schema.sideObject &&
           other.schema.table.schema === target.schema.table.schema &&
           other.schema.table.table === target.schema.table.table &&
           other.dt === target.dt &&

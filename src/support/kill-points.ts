@@ -15,9 +15,16 @@ export const KILL_POINTS = [
   'after-manifest', // manifest written, before the acknowledgement
   'after-ack', // acknowledged
   'mid-transaction', // while reading, inside a transaction with changes already in the batch
+  'snapshot-read', // a snapshot chunk read and its high watermark written, before the stream reached it
+  'snapshot-written', // a snapshot chunk's rows written into the batch, before it commits
 ] as const;
 
 export type KillPoint = (typeof KILL_POINTS)[number];
+
+/** The kill points of the change stream's commit path (the snapshot ones are reached only by snapshot runs). */
+export const STREAM_KILL_POINTS: readonly KillPoint[] = KILL_POINTS.filter(
+  (point) => !point.startsWith('snapshot-'),
+);
 
 let armed: { point: KillPoint; occurrence: number } | undefined;
 let seen = 0;

@@ -4,7 +4,7 @@ import { GetObjectCommand, ListObjectsCommand, type S3Client } from '@aws-sdk/cl
 import { BUCKET } from './stack.js';
 
 export interface ChangeRecord {
-  op: 'c' | 'u' | 'd' | 't';
+  op: 'c' | 'u' | 'd' | 't' | 'r';
   before: Record<string, unknown> | null;
   after: Record<string, unknown> | null;
   source: {
@@ -17,6 +17,7 @@ export interface ChangeRecord {
     txId: number;
     ts_ms: number;
     ts_us: number;
+    snapshot?: boolean;
   };
   unchanged_toast?: string[];
 }

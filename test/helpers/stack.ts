@@ -62,6 +62,8 @@ export async function createPipeline(
     SLOTLAKE_CHECKPOINT_TABLE: CHECKPOINT_TABLE,
     SLOTLAKE_STATUS_INTERVAL: '1s',
     SLOTLAKE_LOG_LEVEL: 'WARN',
+    // Tests compare the archive with the change stream; snapshot tests ask for SLOTLAKE_SNAPSHOT=initial.
+    SLOTLAKE_SNAPSHOT: 'never',
     ...extraEnv,
   };
   return {

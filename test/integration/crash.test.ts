@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { KILL_POINTS, type KillPoint } from '../../src/support/kill-points.js';
+import { STREAM_KILL_POINTS, type KillPoint } from '../../src/support/kill-points.js';
 import { parseLsn } from '../../src/lsn.js';
 import {
   assertExactlyOnce,
@@ -127,7 +127,7 @@ async function crashScenario(point: KillPoint, occurrence: number): Promise<void
 }
 
 describe('a crash at any step loses and duplicates nothing', () => {
-  for (const point of KILL_POINTS) {
+  for (const point of STREAM_KILL_POINTS) {
     for (const occurrence of point === 'after-lease' || point === 'mid-recovery' ? [1] : [1, 2]) {
       test(`killed at ${point} (occurrence ${occurrence})`, () => crashScenario(point, occurrence));
     }

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import pg from 'pg';
-import { KILL_POINTS } from '../../src/support/kill-points.js';
+import { STREAM_KILL_POINTS } from '../../src/support/kill-points.js';
 import { assertExactlyOnce, assertSlotAtCheckpoint, setup, useTestStack } from '../helpers/assertions.js';
 import { runCli, type CliResult } from '../helpers/cli.js';
 import { createReferenceSlot } from '../helpers/reference.js';
@@ -101,7 +101,7 @@ test(`soak: ${ROUNDS} rounds of short budgets, kills and overlaps under a write 
           check(await runCli(['run', '--max-duration', budget], pipeline.env));
         } else if (action === 'kill') {
           tally.kills++;
-          const spec = `${pick(KILL_POINTS)}:${1 + Math.floor(rand() * 3)}`;
+          const spec = `${pick(STREAM_KILL_POINTS)}:${1 + Math.floor(rand() * 3)}`;
           check(await runCli(['run', '--max-duration', budget], { ...pipeline.env, SLOTLAKE_KILL_AT: spec }));
         } else {
           tally.overlaps++;

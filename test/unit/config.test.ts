@@ -67,6 +67,8 @@ describe('defaults', () => {
       protocolVersion: 1,
       slotPositionPolicy: 'fail',
       onSourceChange: 'fail',
+      snapshot: 'initial',
+      snapshotChunkRows: 50_000,
       databaseSecretMaxAgeMs: 900_000,
       databaseIamAuth: false,
       tlsMode: 'auto',

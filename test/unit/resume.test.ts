@@ -30,6 +30,7 @@ function checkpoint(overrides: Partial<Checkpoint> = {}): Checkpoint {
     lsn: CHECKPOINT_LSN,
     partial: PARTIAL,
     source: SOURCE,
+    snapshot: undefined,
     version: 12,
     updatedAt: '2025-11-24T10:00:00.000Z',
     ...overrides,
