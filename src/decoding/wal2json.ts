@@ -648,36 +648,42 @@ export class Wal2jsonDecoder {
   }
 
   /**
-   * The state derived from the message alone (no fitting definition): the most complete column list this
-   * message allows — an update omits unchanged TOASTed columns —, the replica identity from what the identity
-   * holds: either the whole old row (REPLICA IDENTITY FULL) or the key columns (the primary key, or the index
-   * of REPLICA IDENTITY USING INDEX).
+   * The state derived from the message (no definition fits it): the most complete column list this message
+   * allows — an update omits unchanged TOASTed columns —, the replica identity from what the identity holds:
+   * either the whole old row (REPLICA IDENTITY FULL) or the key columns (the primary key, or the index of
+   * REPLICA IDENTITY USING INDEX). `base` is what is known of the table's columns: the previous state, or a
+   * definition whose columns fit the message while its replica identity does not (changed since the change was
+   * written); where the message fits its columns, they are kept (with their typmods, generated ones left out).
    */
-  #derived(change: ChangePayload, previous: TableState | undefined): TableState {
+  #derived(change: ChangePayload, base: TableState | undefined): TableState {
     const { action, pk, columns, identity } = change;
     const key = tableKey(change);
-    const known = previous?.relation;
-    const knownShown = previous?.shown.filter((column) => !column.generated);
-    const identityNames = identity?.map((column) => column.name);
+    const known = base?.relation;
+    const generated = new Set(base?.shown.filter((column) => column.generated).map((column) => column.name));
+    const identityNames = identity?.map((column) => column.name).filter((name) => !generated.has(name));
     const primaryKeyIdentity = identityNames !== undefined && pk.length > 0 && sameNames(identityNames, pk);
     let shape: readonly ColumnShape[];
     let shown: readonly ShownColumn[];
     if (action === 'D') {
       const keyIdentity = primaryKeyIdentity || known?.replicaIdentity === 'i';
-      const keep = keyIdentity && knownShown !== undefined && fitsWithin(identity!, knownShown, false);
+      const wholeRow = base !== undefined && sameShape(identity!, base.shown);
+      const keep =
+        wholeRow || (keyIdentity && base !== undefined && fitsWithin(identity!, base.shown, false));
       shape = keep ? known!.columns : identity!;
-      shown = keep ? knownShown : identity!.map(shownFromMessage);
+      shown = keep ? base.shown : identity!.map(shownFromMessage);
     } else if (
       action === 'U' &&
       identity &&
       !primaryKeyIdentity &&
       fitsWithin(columns!, identity.map(shownFromMessage), true)
     ) {
-      shape = identity;
-      shown = identity.map(shownFromMessage);
-    } else if (action === 'U' && knownShown && fitsWithin(columns!, knownShown, true)) {
+      // the identity is the whole old row
+      const keep = base !== undefined && sameShape(identity, base.shown);
+      shape = keep ? known!.columns : identity;
+      shown = keep ? base.shown : identity.map(shownFromMessage);
+    } else if (action === 'U' && base && fitsWithin(columns!, base.shown, true)) {
       shape = known!.columns;
-      shown = knownShown;
+      shown = base.shown;
     } else {
       shape = columns!;
       shown = columns!.map(shownFromMessage);
@@ -721,7 +727,8 @@ export class Wal2jsonDecoder {
     else {
       const definition = this.#definitions.get(key);
       const defined = definition && this.#defined(change, definition, previous);
-      state = defined && this.#fits(change, defined) ? defined : this.#derived(change, previous);
+      if (defined && this.#fits(change, defined)) state = defined;
+      else state = this.#derived(change, defined && columnsFit(change, defined) ? defined : previous);
     }
     const out: LogicalMessage[] = [];
     if (state !== previous) {
@@ -768,6 +775,17 @@ export class Wal2jsonDecoder {
     this.#idOwners.set(id, owner);
     return id;
   }
+}
+
+/** True when `change` shows columns of the state (whatever its replica identity). */
+function columnsFit(change: ChangePayload, state: TableState): boolean {
+  const { columns, identity } = change;
+  if (
+    columns &&
+    !(change.action === 'I' ? sameShape(columns, state.shown) : fitsWithin(columns, state.shown, true))
+  )
+    return false;
+  return !identity || fitsWithin(identity, state.shown, false);
 }
 
 /**

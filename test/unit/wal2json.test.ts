@@ -844,13 +844,51 @@ describe('wal2json decoder with table definitions from the catalog', () => {
     );
   });
 
-  it('an identity that disagrees with the definition’s replica identity is taken from the message', () => {
+  it('a replica identity changed since the change was written: the identity from the message, the columns from the catalog', () => {
+    // the catalog says DEFAULT now; the delete was written under FULL
     const decoder = new Wal2jsonDecoder();
-    // the catalog says DEFAULT now; the change was written under FULL
     const { out } = feed(decoder, change('D', { identity: row(1, '1.0000', 'a') }), () => docs);
     assert.ok(out[0]?.tag === 'relation' && out[1]?.tag === 'delete');
     assert.equal(out[0].relation.replicaIdentity, 'f');
-    assert.deepEqual(out[1].oldTuple?.map(text), ['1', '1.0000', '2', 'a']);
+    assert.deepEqual(
+      out[0].relation.columns.map((c) => [c.name, c.typeModifier, c.isKey]),
+      [
+        ['id', -1, true],
+        ['n', ((12 << 16) | 4) + 4, true],
+        ['body', -1, true],
+      ],
+    );
+    assert.deepEqual(out[1].oldTuple?.map(text), ['1', '1.0000', 'a']);
+    // the catalog says FULL now; the update was written under DEFAULT and left body unchanged
+    const full: TableDefinition = {
+      replicaIdentity: 'f',
+      columns: docs.columns.map((c) => ({ ...c, isKey: true })),
+    };
+    const other = new Wal2jsonDecoder();
+    const update = feed(
+      other,
+      change('U', { columns: row(1, '2.0000'), identity: [value('id', 20, 1)] }),
+      () => full,
+    );
+    assert.ok(update.out[0]?.tag === 'relation' && update.out[1]?.tag === 'update');
+    assert.equal(update.out[0].relation.replicaIdentity, 'd');
+    assert.deepEqual(
+      update.out[0].relation.columns.map((c) => [c.name, c.isKey]),
+      [
+        ['id', true],
+        ['n', false],
+        ['body', false],
+      ],
+    );
+    assert.deepEqual(update.out[1].newTuple.map(text), ['1', '2.0000', '<unchanged-toast>']);
+    // further changes under that identity fit: the catalog is not asked again
+    const next = feed(other, change('U', { columns: row(1, '3.0000'), identity: [value('id', 20, 1)] }), () =>
+      assert.fail('asked'),
+    );
+    assert.deepEqual(
+      next.out.map((m) => m.tag),
+      ['update'],
+    );
   });
 
   it('a table the catalog no longer has: columns from the messages, asked once', () => {
