@@ -20,7 +20,9 @@
  * are dropped by the plugin (it only logs a WARNING). Payloads are in the database encoding; slotlake
  * requires UTF8. There is no relation message, so the decoder synthesises `relation` messages: a stable
  * id per schema.table, emitted before the table's first change and again whenever its columns (names,
- * type OIDs, key flags) or derived replica identity change.
+ * type OIDs, typmods, key flags) or replica identity change. The columns come from the table's definition in
+ * the catalog, which the session reads for the decoder when it asks (see `Wal2jsonDecoder`), or — without
+ * one that fits — from the messages themselves.
  *
  * LSN rule: Begin.finalLsn = B.lsn (= C.lsn, the commit LSN pgoutput calls `commit_lsn`);
  * Commit.commitLsn = C.lsn; Commit.endLsn = C.nextlsn, or the XLogData walStart when absent (the
