@@ -23,6 +23,7 @@ import {
   DescribeTableCommand,
   DynamoDBClient,
   GetItemCommand,
+  ResourceInUseException,
   ResourceNotFoundException,
   UpdateItemCommand,
   waitUntilTableExists,
@@ -429,11 +430,38 @@ function checkpointOf(item: Item): Checkpoint | null {
   };
 }
 
-/** `setup`: creates the table (on-demand billing) when missing, else checks its key schema. */
+/**
+ * `setup`: creates the table (on-demand billing) when missing, else checks its key schema. Pipelines sharing a
+ * table may be set up at the same time: when another setup created it first (ResourceInUseException), this one
+ * waits for it and checks it like any existing table.
+ */
 export async function ensureCheckpointTable(
   client: DynamoDBClient,
   table: string,
 ): Promise<'created' | 'exists'> {
+  if (await describeCheckpointTable(client, table)) return 'exists';
+  try {
+    await client.send(
+      new CreateTableCommand({
+        TableName: table,
+        AttributeDefinitions: [{ AttributeName: 'pk', AttributeType: 'S' }],
+        KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }],
+        BillingMode: 'PAY_PER_REQUEST',
+      }),
+    );
+  } catch (error) {
+    if (!(error instanceof ResourceInUseException))
+      throw classify(error, { origin: 'checkpoint-store', what: `creating DynamoDB table ${table}` });
+    await waitForTable(client, table);
+    if (await describeCheckpointTable(client, table)) return 'exists';
+    throw classify(error, { origin: 'checkpoint-store', what: `creating DynamoDB table ${table}` });
+  }
+  await waitForTable(client, table);
+  return 'created';
+}
+
+/** True when the table exists (with the key slotlake needs: else a config error); false when it does not. */
+async function describeCheckpointTable(client: DynamoDBClient, table: string): Promise<boolean> {
   try {
     const described = await client.send(new DescribeTableCommand({ TableName: table }));
     const key = described.Table?.KeySchema ?? [];
@@ -446,23 +474,18 @@ export async function ensureCheckpointTable(
         },
       );
     }
-    return 'exists';
+    return true;
   } catch (error) {
-    if (!(error instanceof ResourceNotFoundException))
-      throw classify(error, { origin: 'checkpoint-store', what: `describing DynamoDB table ${table}` });
+    if (error instanceof ResourceNotFoundException) return false;
+    if (error instanceof SlotlakeError) throw error;
+    throw classify(error, { origin: 'checkpoint-store', what: `describing DynamoDB table ${table}` });
   }
+}
+
+async function waitForTable(client: DynamoDBClient, table: string): Promise<void> {
   try {
-    await client.send(
-      new CreateTableCommand({
-        TableName: table,
-        AttributeDefinitions: [{ AttributeName: 'pk', AttributeType: 'S' }],
-        KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }],
-        BillingMode: 'PAY_PER_REQUEST',
-      }),
-    );
     await waitUntilTableExists({ client, maxWaitTime: 120, minDelay: 1, maxDelay: 5 }, { TableName: table });
   } catch (error) {
-    throw classify(error, { origin: 'checkpoint-store', what: `creating DynamoDB table ${table}` });
+    throw classify(error, { origin: 'checkpoint-store', what: `waiting for DynamoDB table ${table}` });
   }
-  return 'created';
 }

@@ -41,6 +41,25 @@ export interface Relation {
   readonly columns: readonly RelationColumn[];
 }
 
+/**
+ * A table as the source's catalog describes it when asked (`pg_class`, `pg_attribute`, `pg_index`): what a plugin
+ * without Relation messages (wal2json) does not send. Columns in `attnum` order, dropped ones left out.
+ */
+export interface TableDefinition {
+  readonly replicaIdentity: ReplicaIdentity;
+  readonly columns: readonly ColumnDefinition[];
+}
+
+export interface ColumnDefinition extends RelationColumn {
+  /**
+   * A generated column (`attgenerated`): pgoutput leaves it out of Relation messages and tuples (before
+   * PostgreSQL 18), wal2json sends it.
+   */
+  readonly generated: boolean;
+  /** A variable-length type (`attlen = -1`): its value can be TOASTed, so an update may leave it out. */
+  readonly toastable: boolean;
+}
+
 /** `xid` is present on data messages only inside a streamed transaction (protocol ≥ 2). */
 interface InStream {
   readonly xid?: number;

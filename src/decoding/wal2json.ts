@@ -20,7 +20,9 @@
  * are dropped by the plugin (it only logs a WARNING). Payloads are in the database encoding; slotlake
  * requires UTF8. There is no relation message, so the decoder synthesises `relation` messages: a stable
  * id per schema.table, emitted before the table's first change and again whenever its columns (names,
- * type OIDs, key flags) or derived replica identity change.
+ * type OIDs, typmods, key flags) or replica identity change. The columns come from the table's definition in
+ * the catalog, which the session reads for the decoder when it asks (see `Wal2jsonDecoder`), or — without
+ * one that fits — from the messages themselves.
  *
  * LSN rule: Begin.finalLsn = B.lsn (= C.lsn, the commit LSN pgoutput calls `commit_lsn`);
  * Commit.commitLsn = C.lsn; Commit.endLsn = C.nextlsn, or the XLogData walStart when absent (the
@@ -35,6 +37,7 @@ import type {
   Relation,
   RelationColumn,
   ReplicaIdentity,
+  TableDefinition,
   Tuple,
   TupleValue,
 } from './messages.js';
@@ -279,6 +282,14 @@ interface Column extends ColumnShape {
   readonly value: TupleValue;
 }
 
+/** A column as a table's changes show it in wal2json (generated columns included, unlike pgoutput). */
+interface ShownColumn extends ColumnShape {
+  /** Its value can be TOASTed, so an update may leave it out. */
+  readonly toastable: boolean;
+  /** Generated: shown by wal2json, left out of the relation (as pgoutput leaves it out). */
+  readonly generated: boolean;
+}
+
 function readShapes(obj: JsonObject, name: string, where: string): ColumnShape[] {
   const list = field(obj, name);
   if (!Array.isArray(list)) fail(where, `"${name}" is missing or not an array`);
@@ -301,22 +312,40 @@ function readColumns(obj: JsonObject, name: string, where: string): Column[] {
   });
 }
 
+/** Without the catalog's word, a column can be TOASTed unless its type is one of the fixed-length ones. */
+function shownFromMessage(column: ColumnShape): ShownColumn {
+  return {
+    name: column.name,
+    typeOid: column.typeOid,
+    toastable: !FIXED_LENGTH_OIDS.has(column.typeOid),
+    generated: false,
+  };
+}
+
 /**
  * True when `sub`'s columns all appear in `full`, in the same order with the same types. With
- * `toastOnly`, every column of `full` missing from `sub` must be of a type that can be TOASTed.
+ * `toastOnly`, every column of `full` missing from `sub` must be one that can be TOASTed.
  */
-function fitsWithin(sub: readonly ColumnShape[], full: readonly ColumnShape[], toastOnly: boolean): boolean {
+function fitsWithin(sub: readonly ColumnShape[], full: readonly ShownColumn[], toastOnly: boolean): boolean {
   let j = 0;
   for (const column of sub) {
     while (j < full.length && full[j]!.name !== column.name) {
-      if (toastOnly && FIXED_LENGTH_OIDS.has(full[j]!.typeOid)) return false;
+      if (toastOnly && !full[j]!.toastable) return false;
       j++;
     }
     if (j === full.length || full[j]!.typeOid !== column.typeOid) return false;
     j++;
   }
-  for (; j < full.length; j++) if (toastOnly && FIXED_LENGTH_OIDS.has(full[j]!.typeOid)) return false;
+  for (; j < full.length; j++) if (toastOnly && !full[j]!.toastable) return false;
   return true;
+}
+
+/** The same columns, in the same order, with the same types. */
+function sameShape(a: readonly ColumnShape[], b: readonly ColumnShape[]): boolean {
+  return (
+    a.length === b.length &&
+    a.every((column, i) => column.name === b[i]!.name && column.typeOid === b[i]!.typeOid)
+  );
 }
 
 function sameNames(a: readonly string[], b: readonly string[]): boolean {
@@ -336,7 +365,12 @@ function sameRelation(a: Relation, b: Relation): boolean {
     a.columns.length === b.columns.length &&
     a.columns.every((column, i) => {
       const other = b.columns[i]!;
-      return column.name === other.name && column.typeOid === other.typeOid && column.isKey === other.isKey;
+      return (
+        column.name === other.name &&
+        column.typeOid === other.typeOid &&
+        column.typeModifier === other.typeModifier &&
+        column.isKey === other.isKey
+      );
     })
   );
 }
@@ -355,39 +389,114 @@ function fnv1a(text: string): number {
   return hash;
 }
 
+function tableKey(table: Wal2jsonTable): string {
+  return `${table.schema}\u0000${table.table}`;
+}
+
+/** An insert, update or delete as wal2json sent it. */
+interface ChangePayload {
+  readonly action: 'I' | 'U' | 'D';
+  readonly schema: string;
+  readonly table: string;
+  /** The primary key's column names (`pk`). */
+  readonly pk: readonly string[];
+  /** The new row (I, U): an update leaves out the TOASTed values it did not change. */
+  readonly columns: readonly Column[] | undefined;
+  /** The old row's replica identity (U, D): the key columns, or every column under REPLICA IDENTITY FULL. */
+  readonly identity: readonly Column[] | undefined;
+}
+
+/** One XLogData payload read by `Wal2jsonDecoder.parse`, to be decoded by `decodePayload`. */
+export interface Wal2jsonPayload {
+  /** The table an insert, update, delete or truncate is about; undefined for B, C and M. */
+  readonly table: Wal2jsonTable | undefined;
+}
+
+interface ParsedPayload extends Wal2jsonPayload {
+  readonly object: JsonObject;
+  readonly action: JsonValue | undefined;
+  /** False when the payload was not UTF-8 (then read byte for byte; only M may be). */
+  readonly utf8: boolean;
+  readonly change: ChangePayload | undefined;
+}
+
+/** What the decoder knows of a table: the relation last emitted and the columns its changes show. */
+interface TableState {
+  readonly relation: Relation;
+  /** The columns wal2json sends for the table under `relation`, in order, generated ones included. */
+  readonly shown: readonly ShownColumn[];
+}
+
 /**
  * Decodes wal2json format-version 2 payloads. Keeps the per-table relation state, so use one decoder
  * per replication stream and feed it every XLogData payload in order.
+ *
+ * wal2json names a change's table and columns but sends no relation description, and an update leaves out the
+ * TOASTed values it did not change — so the first message of a table may not show all its columns. The full
+ * column list (names, type OIDs, typmods, replica identity and key flags, generated columns) comes from the
+ * catalog instead, which the decoder cannot read itself (it is pure and synchronous). The hand-off, per
+ * payload: `parse()` it; if `definitionWanted()` names a table, read that table's definition from the catalog
+ * and give it to `learnDefinition()`; then `decodePayload()`. A definition is wanted the first time a table is
+ * met and whenever a message's columns do not fit what the decoder knows of the table (a schema change); a
+ * definition that does not fit the message either (the catalog has moved on since the change was written) is
+ * set aside and the columns are derived from the message, as `decode()` — parse and decode without the catalog
+ * — always does.
  */
 export class Wal2jsonDecoder {
-  readonly #relations = new Map<string, Relation>();
+  readonly #tables = new Map<string, TableState>();
+  /** The catalog's definitions learned in this session (undefined: no such table in the catalog). */
+  readonly #definitions = new Map<string, TableDefinition | undefined>();
   readonly #idOwners = new Map<number, string>();
   /** REPLICA IDENTITY USING INDEX: the index's columns, as the last update/delete showed them. */
   readonly #indexKeys = new Map<string, readonly string[]>();
 
   /**
-   * Decodes one XLogData payload. `walStart` is the frame's walStart (the commit's end LSN for C).
-   * Returns the messages in order — a synthesised `relation` precedes a change when needed.
-   * Throws only `DecodeError`.
+   * Decodes one XLogData payload without asking the catalog: the columns are derived from the messages.
+   * `walStart` is the frame's walStart (the commit's end LSN for C). Returns the messages in order — a
+   * synthesised `relation` precedes a change when needed. Throws only `DecodeError`.
    */
   decode(bytes: Uint8Array, walStart: Lsn): LogicalMessage[] {
-    try {
-      return this.#decode(bytes, walStart);
-    } catch (error) {
-      if (error instanceof DecodeError) throw error;
-      if (error instanceof SourceUnavailable) {
-        throw new DecodeError('wal2json: this Node.js has no JSON.parse source text access (needs Node 22+)');
-      }
-      throw new DecodeError(`wal2json: ${error instanceof Error ? error.message : String(error)}`);
-    }
+    return this.decodePayload(this.parse(bytes), walStart);
+  }
+
+  /** Reads one XLogData payload (JSON, field types). Throws only `DecodeError`. */
+  parse(bytes: Uint8Array): Wal2jsonPayload {
+    return guarded(() => this.#parse(bytes));
+  }
+
+  /**
+   * The table whose catalog definition should be learned (`learnDefinition`) before `payload` is decoded:
+   * one met for the first time, or whose columns in this message do not fit what the decoder knows of it.
+   */
+  definitionWanted(payload: Wal2jsonPayload): Wal2jsonTable | undefined {
+    const { table, change } = payload as ParsedPayload;
+    if (table === undefined) return undefined;
+    const key = tableKey(table);
+    if (!this.#definitions.has(key)) return table;
+    const state = this.#tables.get(key);
+    if (state === undefined || change === undefined || this.#fits(change, state)) return undefined;
+    return table;
+  }
+
+  /** What the catalog says of `table` now; undefined when it has no such table. */
+  learnDefinition(table: Wal2jsonTable, definition: TableDefinition | undefined): void {
+    this.#definitions.set(tableKey(table), definition);
+  }
+
+  /**
+   * Decodes a payload from `parse()`. `walStart` is the frame's walStart (the commit's end LSN for C). Returns
+   * the messages in order — a synthesised `relation` precedes a change when needed. Throws only `DecodeError`.
+   */
+  decodePayload(payload: Wal2jsonPayload, walStart: Lsn): LogicalMessage[] {
+    return guarded(() => this.#decodePayload(payload as ParsedPayload, walStart));
   }
 
   /** The relation last emitted for a table, if any. */
   relation(schema: string, table: string): Relation | undefined {
-    return this.#relations.get(`${schema}\u0000${table}`);
+    return this.#tables.get(tableKey({ schema, table }))?.relation;
   }
 
-  #decode(bytes: Uint8Array, walStart: Lsn): LogicalMessage[] {
+  #parse(bytes: Uint8Array): ParsedPayload {
     let text: string;
     let utf8 = true;
     try {
@@ -413,14 +522,27 @@ export class Wal2jsonDecoder {
         'not valid UTF-8 (wal2json writes the database encoding; slotlake needs a UTF8 database)',
       );
     }
+    let table: Wal2jsonTable | undefined;
+    let change: ChangePayload | undefined;
+    if (action === 'I' || action === 'U' || action === 'D') {
+      change = readChange(parsed, action);
+      table = { schema: change.schema, table: change.table };
+    } else if (action === 'T') {
+      table = { schema: stringField(parsed, 'schema', 'T'), table: stringField(parsed, 'table', 'T') };
+    }
+    return { object: parsed, action, utf8, table, change };
+  }
+
+  #decodePayload(payload: ParsedPayload, walStart: Lsn): LogicalMessage[] {
+    const { object, action } = payload;
     switch (action) {
       case 'B':
         return [
           {
             tag: 'begin',
-            finalLsn: lsnField(parsed, 'lsn', 'B', ' (start replication with "include-lsn" \'1\')'),
-            commitTime: timestampField(parsed, 'B'),
-            xid: uint32Field(parsed, 'xid', 'B', ' (start replication with "include-xids" \'1\')'),
+            finalLsn: lsnField(object, 'lsn', 'B', ' (start replication with "include-lsn" \'1\')'),
+            commitTime: timestampField(object, 'B'),
+            xid: uint32Field(object, 'xid', 'B', ' (start replication with "include-xids" \'1\')'),
           },
         ];
       case 'C':
@@ -428,19 +550,19 @@ export class Wal2jsonDecoder {
           {
             tag: 'commit',
             flags: 0,
-            commitLsn: lsnField(parsed, 'lsn', 'C', ' (start replication with "include-lsn" \'1\')'),
-            endLsn: optionalLsnField(parsed, 'nextlsn', 'C') ?? walStart,
-            commitTime: timestampField(parsed, 'C'),
+            commitLsn: lsnField(object, 'lsn', 'C', ' (start replication with "include-lsn" \'1\')'),
+            endLsn: optionalLsnField(object, 'nextlsn', 'C') ?? walStart,
+            commitTime: timestampField(object, 'C'),
           },
         ];
       case 'M':
-        return [this.#message(parsed, walStart, utf8)];
+        return [this.#message(object, walStart, payload.utf8)];
       case 'I':
       case 'U':
       case 'D':
-        return this.#change(parsed, action);
+        return this.#change(payload.change!);
       case 'T':
-        return this.#truncate(parsed);
+        return this.#truncate(payload.table!);
       default:
         return fail('payload', `unknown action ${JSON.stringify(action)}`);
     }
@@ -460,57 +582,113 @@ export class Wal2jsonDecoder {
     };
   }
 
-  #truncate(obj: JsonObject): LogicalMessage[] {
-    const schema = stringField(obj, 'schema', 'T');
-    const table = stringField(obj, 'table', 'T');
+  #truncate(table: Wal2jsonTable): LogicalMessage[] {
+    const key = tableKey(table);
     const out: LogicalMessage[] = [];
-    let relation = this.relation(schema, table);
-    if (!relation) {
-      // Never seen: describe it without columns, so a Relation still precedes its first message.
-      relation = {
-        relationId: this.#assignId(schema, table),
-        namespace: schema,
-        name: table,
-        replicaIdentity: 'd',
-        columns: [],
-      };
-      this.#relations.set(`${schema}\u0000${table}`, relation);
-      out.push({ tag: 'relation', relation });
+    let state = this.#tables.get(key);
+    if (!state) {
+      // Never seen: describe it as the catalog does, or (without the catalog's word) without columns, so a
+      // Relation still precedes its first message.
+      const definition = this.#definitions.get(key);
+      state = definition
+        ? this.#defined(table, definition, undefined)
+        : {
+            relation: {
+              relationId: this.#assignId(table),
+              namespace: table.schema,
+              name: table.table,
+              replicaIdentity: 'd',
+              columns: [],
+            },
+            shown: [],
+          };
+      this.#tables.set(key, state);
+      out.push({ tag: 'relation', relation: state.relation });
     }
     // wal2json sends one T per table and drops CASCADE / RESTART IDENTITY.
-    out.push({ tag: 'truncate', options: 0, relationIds: [relation.relationId] });
+    out.push({ tag: 'truncate', options: 0, relationIds: [state.relation.relationId] });
     return out;
   }
 
-  #change(obj: JsonObject, action: 'I' | 'U' | 'D'): LogicalMessage[] {
-    const schema = stringField(obj, 'schema', action);
-    const table = stringField(obj, 'table', action);
-    const where = `${action} ${schema}.${table}`;
-    const pk = readShapes(obj, 'pk', where).map((column) => column.name);
-    const columns = action === 'D' ? undefined : readColumns(obj, 'columns', where);
-    const identity =
-      action === 'I' || (action === 'U' && field(obj, 'identity') === undefined)
-        ? undefined
-        : readColumns(obj, 'identity', where);
-    const tableKey = `${schema}\u0000${table}`;
-    const known = this.#relations.get(tableKey);
+  /** True when `change` shows the columns `state` expects, with the replica identity key it expects. */
+  #fits(change: ChangePayload, state: TableState): boolean {
+    const { columns, identity } = change;
+    switch (change.action) {
+      case 'I':
+        return sameShape(columns!, state.shown);
+      case 'U':
+        return fitsWithin(columns!, state.shown, true) && (!identity || identityFits(identity, state));
+      case 'D':
+        return identityFits(identity!, state);
+    }
+  }
 
-    // The table's full column list: wal2json has no relation message and an update omits unchanged
-    // TOASTed columns, so take the most complete list this message allows. The identity is either
-    // the whole old row (REPLICA IDENTITY FULL) or the key columns (the primary key, or the index of
-    // REPLICA IDENTITY USING INDEX).
-    const identityNames = identity?.map((column) => column.name);
+  /** The state a catalog definition gives (generated columns shown but not in the relation). */
+  #defined(table: Wal2jsonTable, definition: TableDefinition, previous: TableState | undefined): TableState {
+    return {
+      relation: {
+        relationId: previous?.relation.relationId ?? this.#assignId(table),
+        namespace: table.schema,
+        name: table.table,
+        replicaIdentity: definition.replicaIdentity,
+        columns: definition.columns
+          .filter((column) => !column.generated)
+          .map((column) => ({
+            isKey: column.isKey,
+            name: column.name,
+            typeOid: column.typeOid,
+            typeModifier: column.typeModifier,
+          })),
+      },
+      shown: definition.columns.map((column) => ({
+        name: column.name,
+        typeOid: column.typeOid,
+        toastable: column.toastable,
+        generated: column.generated,
+      })),
+    };
+  }
+
+  /**
+   * The state derived from the message (no definition fits it): the most complete column list this message
+   * allows — an update omits unchanged TOASTed columns —, the replica identity from what the identity holds:
+   * either the whole old row (REPLICA IDENTITY FULL) or the key columns (the primary key, or the index of
+   * REPLICA IDENTITY USING INDEX). `base` is what is known of the table's columns: the previous state, or a
+   * definition whose columns fit the message while its replica identity does not (changed since the change was
+   * written); where the message fits its columns, they are kept (with their typmods, generated ones left out).
+   */
+  #derived(change: ChangePayload, base: TableState | undefined): TableState {
+    const { action, pk, columns, identity } = change;
+    const key = tableKey(change);
+    const known = base?.relation;
+    const generated = new Set(base?.shown.filter((column) => column.generated).map((column) => column.name));
+    const identityNames = identity?.map((column) => column.name).filter((name) => !generated.has(name));
     const primaryKeyIdentity = identityNames !== undefined && pk.length > 0 && sameNames(identityNames, pk);
     let shape: readonly ColumnShape[];
+    let shown: readonly ShownColumn[];
     if (action === 'D') {
       const keyIdentity = primaryKeyIdentity || known?.replicaIdentity === 'i';
-      shape = keyIdentity && known && fitsWithin(identity!, known.columns, false) ? known.columns : identity!;
-    } else if (action === 'U' && identity && !primaryKeyIdentity && fitsWithin(columns!, identity, true)) {
-      shape = identity;
-    } else if (action === 'U' && known && fitsWithin(columns!, known.columns, true)) {
-      shape = known.columns;
+      const wholeRow = base !== undefined && sameShape(identity!, base.shown);
+      const keep =
+        wholeRow || (keyIdentity && base !== undefined && fitsWithin(identity!, base.shown, false));
+      shape = keep ? known!.columns : identity!;
+      shown = keep ? base.shown : identity!.map(shownFromMessage);
+    } else if (
+      action === 'U' &&
+      identity &&
+      !primaryKeyIdentity &&
+      fitsWithin(columns!, identity.map(shownFromMessage), true)
+    ) {
+      // the identity is the whole old row
+      const keep = base !== undefined && sameShape(identity, base.shown);
+      shape = keep ? known!.columns : identity;
+      shown = keep ? base.shown : identity.map(shownFromMessage);
+    } else if (action === 'U' && base && fitsWithin(columns!, base.shown, true)) {
+      shape = known!.columns;
+      shown = base.shown;
     } else {
       shape = columns!;
+      shown = columns!.map(shownFromMessage);
     }
 
     // Derived from what the identity holds; an insert says nothing, so it keeps the last one.
@@ -522,38 +700,57 @@ export class Wal2jsonDecoder {
 
     // isKey as pgoutput sets it: the replica identity key — the primary key (d), the identity index's
     // columns (i, remembered from the last identity seen), every column (f).
-    const indexKey = replicaIdentity === 'i' ? (identityNames ?? this.#indexKeys.get(tableKey)) : undefined;
+    const indexKey = replicaIdentity === 'i' ? (identityNames ?? this.#indexKeys.get(key)) : undefined;
+    if (indexKey) this.#indexKeys.set(key, indexKey);
     const keys = new Set(replicaIdentity === 'f' ? shape.map((column) => column.name) : (indexKey ?? pk));
-    const relation: Relation = {
-      relationId: known?.relationId ?? this.#assignId(schema, table),
-      namespace: schema,
-      name: table,
-      replicaIdentity,
-      columns: shape.map((column): RelationColumn => ({
-        isKey: keys.has(column.name),
-        name: column.name,
-        typeOid: column.typeOid,
-        typeModifier: -1,
-      })),
+    return {
+      relation: {
+        relationId: known?.relationId ?? this.#assignId(change),
+        namespace: change.schema,
+        name: change.table,
+        replicaIdentity,
+        columns: shape.map((column): RelationColumn => ({
+          isKey: keys.has(column.name),
+          name: column.name,
+          typeOid: column.typeOid,
+          // a column of the known relation keeps its modifier; one only the message shows has none
+          typeModifier: 'typeModifier' in column ? (column as RelationColumn).typeModifier : -1,
+        })),
+      },
+      shown,
     };
-    const out: LogicalMessage[] = [];
-    if (indexKey) this.#indexKeys.set(tableKey, indexKey);
-    if (!known || !sameRelation(known, relation)) {
-      this.#relations.set(tableKey, relation);
-      out.push({ tag: 'relation', relation });
-    }
-    const relationId = relation.relationId;
-    const full = replicaIdentity === 'f';
+  }
 
-    if (action === 'I') {
+  #change(change: ChangePayload): LogicalMessage[] {
+    const key = tableKey(change);
+    const previous = this.#tables.get(key);
+    let state: TableState;
+    if (previous && this.#fits(change, previous)) state = previous;
+    else {
+      const definition = this.#definitions.get(key);
+      const defined = definition && this.#defined(change, definition, previous);
+      if (defined && this.#fits(change, defined)) state = defined;
+      else state = this.#derived(change, defined && columnsFit(change, defined) ? defined : previous);
+    }
+    const out: LogicalMessage[] = [];
+    if (state !== previous) {
+      this.#tables.set(key, state);
+      if (!previous || !sameRelation(previous.relation, state.relation))
+        out.push({ tag: 'relation', relation: state.relation });
+    }
+    const { relationId, columns: shape } = state.relation;
+    const full = state.relation.replicaIdentity === 'f';
+    const { columns, identity } = change;
+
+    if (change.action === 'I') {
       out.push({ tag: 'insert', relationId, newTuple: align(shape, columns!, NULL_VALUE) });
-    } else if (action === 'U') {
+    } else if (change.action === 'U') {
       const newTuple = align(shape, columns!, UNCHANGED_TOAST);
       if (identity && full) {
         out.push({ tag: 'update', relationId, oldTuple: align(shape, identity, NULL_VALUE), newTuple });
       } else if (
         identity &&
-        identity.some((key) => !columns!.some((c) => c.name === key.name && sameValue(c.value, key.value)))
+        identity.some((old) => !columns!.some((c) => c.name === old.name && sameValue(c.value, old.value)))
       ) {
         // The key changed: pgoutput would send the old key (K); wal2json sends the identity every time.
         out.push({ tag: 'update', relationId, oldKey: align(shape, identity, NULL_VALUE), newTuple });
@@ -569,8 +766,8 @@ export class Wal2jsonDecoder {
     return out;
   }
 
-  #assignId(schema: string, table: string): number {
-    const owner = `${schema}\u0000${table}`;
+  #assignId(table: Wal2jsonTable): number {
+    const owner = tableKey(table);
     let id = fnv1a(owner) || 1;
     for (;;) {
       const current = this.#idOwners.get(id);
@@ -579,5 +776,54 @@ export class Wal2jsonDecoder {
     }
     this.#idOwners.set(id, owner);
     return id;
+  }
+}
+
+/** True when `change` shows columns of the state (whatever its replica identity). */
+function columnsFit(change: ChangePayload, state: TableState): boolean {
+  const { columns, identity } = change;
+  if (
+    columns &&
+    !(change.action === 'I' ? sameShape(columns, state.shown) : fitsWithin(columns, state.shown, true))
+  )
+    return false;
+  return !identity || fitsWithin(identity, state.shown, false);
+}
+
+/**
+ * True when `identity` fits the state's columns and names exactly its replica identity key (generated columns
+ * aside: wal2json shows them in a FULL identity, the relation leaves them out).
+ */
+function identityFits(identity: readonly Column[], state: TableState): boolean {
+  if (!fitsWithin(identity, state.shown, false)) return false;
+  const generated = new Set(state.shown.filter((column) => column.generated).map((column) => column.name));
+  const names = identity.filter((column) => !generated.has(column.name)).map((column) => column.name);
+  const keys = state.relation.columns.filter((column) => column.isKey).map((column) => column.name);
+  return sameNames(names, keys);
+}
+
+function readChange(obj: JsonObject, action: 'I' | 'U' | 'D'): ChangePayload {
+  const schema = stringField(obj, 'schema', action);
+  const table = stringField(obj, 'table', action);
+  const where = `${action} ${schema}.${table}`;
+  const pk = readShapes(obj, 'pk', where).map((column) => column.name);
+  const columns = action === 'D' ? undefined : readColumns(obj, 'columns', where);
+  const identity =
+    action === 'I' || (action === 'U' && field(obj, 'identity') === undefined)
+      ? undefined
+      : readColumns(obj, 'identity', where);
+  return { action, schema, table, pk, columns, identity };
+}
+
+/** Runs `work`, turning every failure into a `DecodeError`. */
+function guarded<T>(work: () => T): T {
+  try {
+    return work();
+  } catch (error) {
+    if (error instanceof DecodeError) throw error;
+    if (error instanceof SourceUnavailable) {
+      throw new DecodeError('wal2json: this Node.js has no JSON.parse source text access (needs Node 22+)');
+    }
+    throw new DecodeError(`wal2json: ${error instanceof Error ? error.message : String(error)}`);
   }
 }

@@ -10,6 +10,7 @@
  * https://www.postgresql.org/docs/current/catalog-pg-type.html
  */
 import type pg from 'pg';
+import type { ReplicaIdentity, TableDefinition } from '../decoding/messages.js';
 import type { TypeInfo } from '../decoding/values.js';
 import { classify } from '../errors.js';
 
@@ -41,6 +42,11 @@ export class TypeCatalog {
   /** The live columns of `schema.table` now (see `tableColumns`). */
   columns(schema: string, table: string): Promise<CatalogColumn[] | undefined> {
     return tableColumns(this.client, schema, table);
+  }
+
+  /** `schema.table` as the catalog describes it now (see `tableDefinition`). */
+  definition(schema: string, table: string): Promise<TableDefinition | undefined> {
+    return tableDefinition(this.client, schema, table);
   }
 
   /** Loads (once) what `pg_type` says of `oids` and of the types they are built on. */
@@ -110,4 +116,73 @@ export async function tableColumns(
   } catch (error) {
     throw classify(error, { origin: 'source', what: `reading the columns of ${schema}.${table}` });
   }
+}
+
+interface DefinitionRow {
+  replicaIdentity: string;
+  /** Null for the one row of a table without columns. */
+  name: string | null;
+  typeOid: string;
+  typeModifier: number;
+  generated: boolean;
+  toastable: boolean;
+  isKey: boolean;
+}
+
+const REPLICA_IDENTITIES: ReadonlySet<string> = new Set(['d', 'n', 'f', 'i']);
+
+/**
+ * `schema.table` now, as a Relation message would describe it plus what wal2json needs to read its changes
+ * (PostgreSQL 12+: `attgenerated`): the replica identity (`relreplident`), and per live column its name, type
+ * OID and modifier, whether it is generated, whether its type is variable-length (so TOASTable), and whether it
+ * is part of the replica identity key as pgoutput flags it — every column under FULL, the primary key's columns
+ * under DEFAULT, the identity index's columns under USING INDEX, none under NOTHING. Undefined when no such
+ * table exists.
+ */
+export async function tableDefinition(
+  client: pg.Client,
+  schema: string,
+  table: string,
+): Promise<TableDefinition | undefined> {
+  let rows: DefinitionRow[];
+  try {
+    const result = await client.query(
+      `SELECT c.relreplident AS "replicaIdentity", a.attname AS name, a.atttypid::int8::text AS "typeOid",
+              a.atttypmod AS "typeModifier", a.attgenerated <> '' AS generated, a.attlen = -1 AS toastable,
+              (c.relreplident = 'f' OR COALESCE(a.attnum = ANY (i.indkey), false)) AS "isKey"
+         FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+         LEFT JOIN pg_index i ON i.indrelid = c.oid
+              AND CASE c.relreplident WHEN 'd' THEN i.indisprimary WHEN 'i' THEN i.indisreplident ELSE false END
+        WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
+        ORDER BY a.attnum`,
+      [schema, table],
+    );
+    rows = result.rows as DefinitionRow[];
+  } catch (error) {
+    throw classify(error, { origin: 'source', what: `reading the definition of ${schema}.${table}` });
+  }
+  const first = rows[0];
+  if (first === undefined) return undefined;
+  const replicaIdentity = REPLICA_IDENTITIES.has(first.replicaIdentity)
+    ? (first.replicaIdentity as ReplicaIdentity)
+    : 'd';
+  return {
+    replicaIdentity,
+    columns: rows.flatMap((row) =>
+      row.name === null
+        ? []
+        : [
+            {
+              name: row.name,
+              typeOid: Number(row.typeOid),
+              typeModifier: row.typeModifier,
+              isKey: row.isKey,
+              generated: row.generated,
+              toastable: row.toastable,
+            },
+          ],
+    ),
+  };
 }

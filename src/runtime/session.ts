@@ -55,13 +55,29 @@ export function pluginOptions(config: Config): Record<string, string> {
   };
 }
 
-/** The configured plugin's decoder: pgoutput yields one message per frame, wal2json one or more. */
-function messageDecoder(
-  config: Config,
-): (frame: XLogDataFrame) => LogicalMessage | readonly LogicalMessage[] {
+/** Decodes one frame: pgoutput yields one message, wal2json one or more (after a catalog read, when it needs one). */
+type FrameDecoder = (
+  frame: XLogDataFrame,
+) => LogicalMessage | readonly LogicalMessage[] | Promise<readonly LogicalMessage[]>;
+
+/**
+ * The configured plugin's decoder. wal2json describes no table, so its decoder asks for a table's definition
+ * (columns, typmods, replica identity key) the first time it meets the table and when a message's columns do
+ * not fit what it knows; the definition is read from the catalog over the ordinary connection, then the frame
+ * is decoded.
+ */
+function messageDecoder(config: Config, catalog: TypeCatalog): FrameDecoder {
   if (config.plugin === 'wal2json') {
     const decoder = new Wal2jsonDecoder();
-    return (frame) => decoder.decode(frame.data, frame.walStart);
+    return (frame) => {
+      const payload = decoder.parse(frame.data);
+      const table = decoder.definitionWanted(payload);
+      if (table === undefined) return decoder.decodePayload(payload, frame.walStart);
+      return catalog.definition(table.schema, table.table).then((definition) => {
+        decoder.learnDefinition(table, definition);
+        return decoder.decodePayload(payload, frame.walStart);
+      });
+    };
   }
   const decoder = new PgoutputDecoder({ protocolVersion: config.protocolVersion });
   return (frame) => decoder.decode(frame.data);
@@ -162,7 +178,7 @@ export class ReplicationSession<R> {
   private sideObjects = 0;
   private flushEstimateMs: number;
   private changesRead = 0;
-  private readonly decode: (frame: XLogDataFrame) => LogicalMessage | readonly LogicalMessage[];
+  private readonly decode: FrameDecoder;
 
   constructor(private readonly options: SessionOptions<R>) {
     const { config, clock, resume } = options;
@@ -179,7 +195,7 @@ export class ReplicationSession<R> {
       options.target !== undefined && resume.lsn >= options.target && resume.partial === undefined;
     this.lastDataAtMs = clock.nowMs();
     this.flushEstimateMs = options.commits.estimateTailMs();
-    this.decode = messageDecoder(config);
+    this.decode = messageDecoder(config, options.catalog);
   }
 
   /** The assembler's durable position, with the snapshot progress archived up to it. */
@@ -316,7 +332,8 @@ export class ReplicationSession<R> {
 
   private async onData(frame: XLogDataFrame): Promise<void> {
     this.lastDataAtMs = this.options.clock.nowMs();
-    const decoded = this.decode(frame);
+    let decoded = this.decode(frame);
+    if (decoded instanceof Promise) decoded = await decoded;
     if (Array.isArray(decoded)) {
       for (const message of decoded as readonly LogicalMessage[])
         await this.onMessage(message, frame.walStart);

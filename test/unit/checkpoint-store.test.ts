@@ -356,3 +356,15 @@ for (const [name, create] of implementations) {
     });
   });
 }
+
+describe('ensureCheckpointTable', () => {
+  it('setups racing to create the table all succeed, one of them creating it', async () => {
+    const table = 'checkpoint-raced';
+    const results = await Promise.all([1, 2, 3, 4].map(() => ensureCheckpointTable(client, table)));
+    assert.deepEqual(
+      results.filter((result) => result === 'created'),
+      ['created'],
+    );
+    assert.equal(await ensureCheckpointTable(client, table), 'exists');
+  });
+});

@@ -107,6 +107,38 @@ describe('column plans', () => {
     ]);
   });
 
+  it('a domain over an array is a LIST of its base array’s element; a domain over a scalar is STRING', () => {
+    const mood: TypeInfo = { oid: 70001, name: 'mood', category: 'E' };
+    const moods: TypeInfo = { oid: 70002, name: '_mood', elementOid: 70001, category: 'A' };
+    // pg_type: a domain has its base type's category and no element of its own
+    const ints: TypeInfo = { oid: 70010, name: 'intlist', category: 'A', baseOid: 1007 };
+    const moodList: TypeInfo = { oid: 70011, name: 'moodlist', category: 'A', baseOid: 70002 };
+    const nested: TypeInfo = { oid: 70012, name: 'nested', category: 'A', baseOid: 70010 };
+    const posint: TypeInfo = { oid: 70013, name: 'posint', category: 'N', baseOid: PgType.int4 };
+    const registry = new Map([mood, moods, ints, moodList, nested, posint].map((t) => [t.oid, t]));
+    const plans = planColumns(
+      [ints, moodList, nested, posint].map((type) => ({
+        name: type.name,
+        typeOid: type.oid,
+        typeModifier: -1,
+      })),
+      registry,
+    );
+    assert.deepEqual(
+      plans.map((p) => [
+        p.name,
+        p.list !== undefined,
+        p.scalar.description.logicalType ?? p.scalar.description.physicalType,
+      ]),
+      [
+        ['intlist', true, 'INT32'],
+        ['moodlist', true, 'STRING'],
+        ['nested', true, 'INT32'],
+        ['posint', false, 'STRING'],
+      ],
+    );
+  });
+
   it('field ids: position + 1, elements 1e9 + id, caller ids kept, conflicts refused', () => {
     const plans = planColumns([
       { name: 'a', typeOid: PgType.int4, typeModifier: -1 },

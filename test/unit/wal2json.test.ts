@@ -9,7 +9,14 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { DecodeError } from '../../src/errors.js';
 import { lsn, parseLsn, type Lsn } from '../../src/lsn.js';
-import type { LogicalMessage, Relation, Tuple, TupleValue } from '../../src/decoding/messages.js';
+import type {
+  ColumnDefinition,
+  LogicalMessage,
+  Relation,
+  TableDefinition,
+  Tuple,
+  TupleValue,
+} from '../../src/decoding/messages.js';
 import {
   Wal2jsonDecoder,
   parseWal2jsonTimestamp,
@@ -662,5 +669,235 @@ describe('wal2json decoder rules', () => {
       ),
       { numRuns: 1000 },
     );
+  });
+});
+
+describe('wal2json decoder with table definitions from the catalog', () => {
+  const table = { schema: 'public', table: 'docs' };
+  const column = (
+    name: string,
+    typeOid: number,
+    extra: Partial<ColumnDefinition> = {},
+  ): ColumnDefinition => ({
+    name,
+    typeOid,
+    typeModifier: -1,
+    isKey: false,
+    generated: false,
+    toastable: typeOid !== 20 && typeOid !== 23, // the fixed-length types used here: int8, int4
+    ...extra,
+  });
+  /** docs (id int8 PRIMARY KEY, n numeric(12,4), twice int GENERATED ALWAYS AS (…) STORED, body text) */
+  const docs: TableDefinition = {
+    replicaIdentity: 'd',
+    columns: [
+      column('id', 20, { isKey: true }),
+      column('n', 1700, { typeModifier: ((12 << 16) | 4) + 4 }),
+      column('twice', 23, { generated: true }),
+      column('body', 25),
+    ],
+  };
+  const value = (name: string, typeoid: number, v: unknown) => ({ name, type: 'x', typeoid, value: v });
+  const pk = [{ name: 'id', type: 'x', typeoid: 20 }];
+  const row = (id: number, n: string, body?: string) => [
+    value('id', 20, id),
+    value('n', 1700, n),
+    value('twice', 23, id * 2),
+    ...(body === undefined ? [] : [value('body', 25, body)]),
+  ];
+  const change = (action: string, fields: Record<string, unknown>) =>
+    encoder.encode(JSON.stringify({ action, schema: 'public', table: 'docs', pk, ...fields }));
+
+  /** The session's hand-off: parse, learn the definition when wanted, decode. Returns what was asked. */
+  function feed(
+    decoder: Wal2jsonDecoder,
+    bytes: Uint8Array,
+    catalog: () => TableDefinition | undefined,
+  ): { asked: boolean; out: LogicalMessage[] } {
+    const payload = decoder.parse(bytes);
+    const wanted = decoder.definitionWanted(payload);
+    if (wanted) {
+      assert.deepEqual(wanted, table);
+      decoder.learnDefinition(wanted, catalog());
+    }
+    return { asked: wanted !== undefined, out: decoder.decodePayload(payload, walStart) };
+  }
+
+  it('a table first met through an update that left a TOASTed value unchanged: unchanged-toast, not a missing column', () => {
+    const update = change('U', { columns: row(1, '2.5000'), identity: [value('id', 20, 1)] });
+    // without the catalog the update shows only what it sent
+    const [bare] = new Wal2jsonDecoder().decode(update, walStart);
+    assert.ok(bare?.tag === 'relation');
+    assert.deepEqual(
+      bare.relation.columns.map((c) => c.name),
+      ['id', 'n', 'twice'],
+    );
+    const decoder = new Wal2jsonDecoder();
+    const { asked, out } = feed(decoder, update, () => docs);
+    assert.ok(asked);
+    assert.deepEqual(
+      out.map((m) => m.tag),
+      ['relation', 'update'],
+    );
+    assert.ok(out[0]?.tag === 'relation' && out[1]?.tag === 'update');
+    // as pgoutput describes it: generated column left out, typmods and key flags from the catalog
+    assert.deepEqual(out[0].relation.columns, [
+      { isKey: true, name: 'id', typeOid: 20, typeModifier: -1 },
+      { isKey: false, name: 'n', typeOid: 1700, typeModifier: ((12 << 16) | 4) + 4 },
+      { isKey: false, name: 'body', typeOid: 25, typeModifier: -1 },
+    ]);
+    assert.equal(out[0].relation.replicaIdentity, 'd');
+    assert.deepEqual(out[1].newTuple.map(text), ['1', '2.5000', '<unchanged-toast>']);
+    assert.equal(out[1].oldKey, undefined);
+    // the next changes fit: no second catalog read, no new relation
+    const insert = feed(decoder, change('I', { columns: row(2, '1.0000', 'b') }), () => assert.fail('asked'));
+    assert.deepEqual(
+      insert.out.map((m) => m.tag),
+      ['insert'],
+    );
+    assert.ok(insert.out[0]?.tag === 'insert');
+    assert.deepEqual(insert.out[0].newTuple.map(text), ['2', '1.0000', 'b']);
+    const removal = feed(decoder, change('D', { identity: [value('id', 20, 2)] }), () =>
+      assert.fail('asked'),
+    );
+    assert.ok(removal.out[0]?.tag === 'delete');
+    assert.deepEqual(removal.out[0].oldKey?.map(text), ['2', null, null]);
+  });
+
+  it('a truncate first: described with the catalog’s columns', () => {
+    const decoder = new Wal2jsonDecoder();
+    const { out } = feed(decoder, encoder.encode(JSON.stringify({ action: 'T', ...table })), () => docs);
+    assert.ok(out[0]?.tag === 'relation' && out[1]?.tag === 'truncate');
+    assert.deepEqual(
+      out[0].relation.columns.map((c) => c.name),
+      ['id', 'n', 'body'],
+    );
+  });
+
+  it('REPLICA IDENTITY FULL: the old row is complete, the new one marks the unchanged value', () => {
+    const full: TableDefinition = {
+      replicaIdentity: 'f',
+      columns: docs.columns.map((c) => ({ ...c, isKey: true })),
+    };
+    const decoder = new Wal2jsonDecoder();
+    const { out } = feed(
+      decoder,
+      change('U', { columns: row(1, '3.0000'), identity: row(1, '2.0000', 'long') }),
+      () => full,
+    );
+    assert.ok(out[0]?.tag === 'relation' && out[1]?.tag === 'update');
+    assert.equal(out[0].relation.replicaIdentity, 'f');
+    assert.ok(out[0].relation.columns.every((c) => c.isKey));
+    assert.deepEqual(out[1].oldTuple?.map(text), ['1', '2.0000', 'long']);
+    assert.deepEqual(out[1].newTuple.map(text), ['1', '3.0000', '<unchanged-toast>']);
+  });
+
+  it('a schema change asks again and takes the new definition', () => {
+    const decoder = new Wal2jsonDecoder();
+    feed(decoder, change('I', { columns: row(1, '1.0000', 'a') }), () => docs);
+    const added: TableDefinition = { ...docs, columns: [...docs.columns, column('tags', 1009)] };
+    const { asked, out } = feed(
+      decoder,
+      change('I', { columns: [...row(2, '1.0000', 'b'), value('tags', 1009, '{x}')] }),
+      () => added,
+    );
+    assert.ok(asked);
+    assert.ok(out[0]?.tag === 'relation' && out[1]?.tag === 'insert');
+    assert.deepEqual(
+      out[0].relation.columns.map((c) => c.name),
+      ['id', 'n', 'body', 'tags'],
+    );
+    assert.deepEqual(out[1].newTuple.map(text), ['2', '1.0000', 'b', '{x}']);
+  });
+
+  it('a definition the message does not fit (the catalog moved on) is set aside, once per shape', () => {
+    const decoder = new Wal2jsonDecoder();
+    const later: TableDefinition = { ...docs, columns: [...docs.columns, column('added', 23)] };
+    let reads = 0;
+    const catalog = () => (reads++, later);
+    const first = feed(decoder, change('I', { columns: row(1, '1.0000', 'a') }), catalog);
+    assert.ok(first.out[0]?.tag === 'relation' && first.out[1]?.tag === 'insert');
+    assert.deepEqual(
+      first.out[0].relation.columns.map((c) => c.name),
+      ['id', 'n', 'twice', 'body'],
+    );
+    assert.deepEqual(first.out[1].newTuple.map(text), ['1', '1.0000', '2', 'a']);
+    for (let id = 2; id < 5; id++) {
+      const next = feed(decoder, change('I', { columns: row(id, '1.0000', 'a') }), catalog);
+      assert.deepEqual(
+        next.out.map((m) => m.tag),
+        ['insert'],
+      );
+    }
+    assert.equal(reads, 1);
+    // the table catches up with the catalog: asked again, the definition fits now
+    const caught = feed(
+      decoder,
+      change('I', { columns: [...row(5, '1.0000', 'e'), value('added', 23, 7)] }),
+      catalog,
+    );
+    assert.equal(reads, 2);
+    assert.ok(caught.out[0]?.tag === 'relation');
+    assert.deepEqual(
+      caught.out[0].relation.columns.map((c) => c.name),
+      ['id', 'n', 'body', 'added'],
+    );
+  });
+
+  it('a replica identity changed since the change was written: the identity from the message, the columns from the catalog', () => {
+    // the catalog says DEFAULT now; the delete was written under FULL
+    const decoder = new Wal2jsonDecoder();
+    const { out } = feed(decoder, change('D', { identity: row(1, '1.0000', 'a') }), () => docs);
+    assert.ok(out[0]?.tag === 'relation' && out[1]?.tag === 'delete');
+    assert.equal(out[0].relation.replicaIdentity, 'f');
+    assert.deepEqual(
+      out[0].relation.columns.map((c) => [c.name, c.typeModifier, c.isKey]),
+      [
+        ['id', -1, true],
+        ['n', ((12 << 16) | 4) + 4, true],
+        ['body', -1, true],
+      ],
+    );
+    assert.deepEqual(out[1].oldTuple?.map(text), ['1', '1.0000', 'a']);
+    // the catalog says FULL now; the update was written under DEFAULT and left body unchanged
+    const full: TableDefinition = {
+      replicaIdentity: 'f',
+      columns: docs.columns.map((c) => ({ ...c, isKey: true })),
+    };
+    const other = new Wal2jsonDecoder();
+    const update = feed(
+      other,
+      change('U', { columns: row(1, '2.0000'), identity: [value('id', 20, 1)] }),
+      () => full,
+    );
+    assert.ok(update.out[0]?.tag === 'relation' && update.out[1]?.tag === 'update');
+    assert.equal(update.out[0].relation.replicaIdentity, 'd');
+    assert.deepEqual(
+      update.out[0].relation.columns.map((c) => [c.name, c.isKey]),
+      [
+        ['id', true],
+        ['n', false],
+        ['body', false],
+      ],
+    );
+    assert.deepEqual(update.out[1].newTuple.map(text), ['1', '2.0000', '<unchanged-toast>']);
+    // further changes under that identity fit: the catalog is not asked again
+    const next = feed(other, change('U', { columns: row(1, '3.0000'), identity: [value('id', 20, 1)] }), () =>
+      assert.fail('asked'),
+    );
+    assert.deepEqual(
+      next.out.map((m) => m.tag),
+      ['update'],
+    );
+  });
+
+  it('a table the catalog no longer has: columns from the messages, asked once', () => {
+    const decoder = new Wal2jsonDecoder();
+    let reads = 0;
+    const gone = () => (reads++, undefined);
+    const first = feed(decoder, change('I', { columns: row(1, '1.0000', 'a') }), gone);
+    assert.ok(first.out[0]?.tag === 'relation');
+    feed(decoder, change('I', { columns: row(2, '1.0000', 'b') }), gone);
+    assert.equal(reads, 1);
   });
 });

@@ -392,18 +392,33 @@ function delimiterOf(elementOid: number | undefined, registry: TypeRegistry | un
 
 /**
  * The element of an array type: built-in arrays by OID; others from their TypeInfo (`elementOid` with
- * category `A`, or an `_name` array whose element is unknown: then STRING elements). undefined when the
- * type is not an array.
+ * category `A`, or an `_name` array whose element is unknown: then STRING elements); a domain is what its base
+ * type is (a domain over `int4[]` is a LIST of INT32, as its JSON value is an array of numbers; a domain over a
+ * scalar stays STRING). undefined when the type is not an array.
  */
 function arrayElement(
   column: ParquetColumn,
   registry: TypeRegistry | undefined,
 ): { elementOid: number | undefined } | undefined {
-  const builtin = BUILTIN_ARRAY_ELEMENTS.get(column.typeOid);
+  return arrayElementOf(column.typeOid, column.type ?? registry?.get(column.typeOid), registry, 0);
+}
+
+/** Domains over domains are followed this deep. */
+const MAX_DOMAIN_DEPTH = 8;
+
+function arrayElementOf(
+  typeOid: number,
+  info: TypeInfo | undefined,
+  registry: TypeRegistry | undefined,
+  depth: number,
+): { elementOid: number | undefined } | undefined {
+  const builtin = BUILTIN_ARRAY_ELEMENTS.get(typeOid);
   if (builtin !== undefined) return { elementOid: builtin };
-  if (column.typeOid < 10000) return undefined; // every other built-in type is a scalar (incl. int2vector)
-  const info = column.type ?? registry?.get(column.typeOid);
+  if (typeOid < 10000) return undefined; // every other built-in type is a scalar (incl. int2vector)
   if (info === undefined) return undefined;
+  const base = info.baseOid;
+  if (base !== undefined && base !== 0 && base !== typeOid && depth < MAX_DOMAIN_DEPTH)
+    return arrayElementOf(base, registry?.get(base), registry, depth + 1);
   const elementOid = info.elementOid;
   if (elementOid !== undefined && elementOid !== 0 && (info.category ?? 'A') === 'A') return { elementOid };
   if (info.category === 'A' || (info.category === undefined && info.name.length > 1 && info.name[0] === '_'))
