@@ -1,6 +1,6 @@
 /**
  * Schema changes in the middle of the stream, under a concurrent writer: columns added (with and without a
- * default), dropped, renamed and retyped; a table renamed; a table dropped and re-created under the same name;
+ * default, and inside a transaction that changes the table before and after), dropped, renamed and retyped; a table renamed; a table dropped and re-created under the same name;
  * a table added to the publication; a new enum value; a new composite type — each between runs while the
  * writer keeps inserting and updating. Every run exits 0; the archive holds exactly the changes the server's
  * own test_decoding stream shows (nothing lost, nothing twice); every object of every manifest records the
@@ -68,6 +68,12 @@ const STEPS: ReadonlyArray<{ readonly ddl: string; readonly after?: string }> = 
     after: "INSERT INTO late VALUES (2, 'published'); UPDATE late SET v = 'u'",
   },
   { ddl: "ALTER TYPE mood ADD VALUE 'ecstatic'", after: "UPDATE t SET m = 'ecstatic' WHERE id % 6 = 0" },
+  {
+    // DDL inside a transaction, between changes of the same table: two schemas in one transaction
+    ddl:
+      'BEGIN; UPDATE t SET w = w + 1000 WHERE id <= 5; ALTER TABLE t ADD COLUMN f int; ' +
+      'UPDATE t SET f = id WHERE id <= 5; COMMIT',
+  },
   {
     ddl: 'CREATE TYPE pt AS (x int, y text); ALTER TABLE t ADD COLUMN p pt',
     after: "UPDATE t SET p = ROW(id, 'q,\"r') WHERE id % 3 = 1",
@@ -200,7 +206,7 @@ describe('schema changes mid-stream', () => {
             new Set(['public.t', 'public.r', 'public.r2', 'public.gone']),
           )),
           ...(await referenceChanges(pipeline, reference, new Set(['public.late']))).filter(
-            (change) => lsnValue(change.lsn) > lsnValue(lateFrom),
+            (change) => lsnValue(change.lsn) >= lsnValue(lateFrom),
           ),
         ];
         const lake = await assertArchiveHolds(stack.s3, `${pipeline.name}/`, expected).catch(
@@ -241,12 +247,12 @@ describe('schema changes mid-stream', () => {
             .filter((object) => object.table === 't')
             .map((object) => JSON.stringify(object.tableSchema)),
         );
-        assert.ok(versionsOfT.size >= 8, `t has a schema per DDL (${versionsOfT.size})`);
+        assert.ok(versionsOfT.size >= 9, `t has a schema per DDL (${versionsOfT.size})`);
         const columnsOfT = [...versionsOfT].map((text) =>
           (JSON.parse(text) as ObjectEntry['tableSchema'])!.columns.map((column) => column.name).join(','),
         );
         assert.ok(columnsOfT.includes('id,w,a,b,c,m'));
-        assert.ok(columnsOfT.includes('id,w,b2,c,m,d,e,p'));
+        assert.ok(columnsOfT.includes('id,w,b2,c,m,d,e,f,p'));
         const gone = objects
           .filter((object) => object.table === 'gone')
           .map((object) => object.tableSchema!.columns);
