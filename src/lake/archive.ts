@@ -41,6 +41,8 @@ export interface ManifestObjectEntry {
   readonly rows: number;
   readonly bytes?: number;
   readonly startLsn?: string;
+  /** `seq` of the object's first change when it starts inside a transaction. */
+  readonly firstSeq?: number | null;
   readonly tableSchema?: TableSchema | null;
   readonly parquet?: { readonly schema?: readonly RecordedParquetField[] };
 }
@@ -134,69 +136,89 @@ function postgresTypeName(column: ColumnSchema): string {
 /** The archived tables described by `manifests` (in LSN order), sorted by schema and table. */
 export function describeArchive(manifests: readonly ManifestDocument[]): LakeTable[] {
   const tables = new Map<string, TableAccumulator>();
-  for (const manifest of manifests) {
-    for (const object of manifest.objects) {
-      const format = formatOfKey(object.key);
-      if (format === undefined) continue;
-      const id = JSON.stringify([object.schema, object.table]);
-      let table = tables.get(id);
-      if (!table) {
-        table = {
-          schema: object.schema,
-          table: object.table,
-          formats: new Set(),
-          latestFormat: format,
-          objects: 0,
-          rows: 0,
-          bytes: 0,
-          firstDt: object.dt,
-          lastDt: object.dt,
-          versions: [],
-          columnTypes: new Map(),
-          unschematized: 0,
-        };
-        tables.set(id, table);
-      }
-      table.formats.add(format);
-      table.latestFormat = format;
-      table.objects++;
-      table.rows += object.rows;
-      table.bytes += object.bytes ?? 0;
-      if (object.dt < table.firstDt) table.firstDt = object.dt;
-      if (object.dt > table.lastDt) table.lastDt = object.dt;
-      const schema = object.tableSchema;
-      if (!schema || !Array.isArray(schema.columns)) {
-        table.unschematized++;
-        continue;
-      }
-      const signature = JSON.stringify([schema.replicaIdentity, schema.columns]);
-      const last = table.versions[table.versions.length - 1];
-      if (last?.signature === signature) (last as { objects: number }).objects++;
-      else
-        table.versions.push({
-          signature,
-          firstLsn: object.startLsn ?? manifest.startLsn ?? null,
-          objects: 1,
-          replicaIdentity: schema.replicaIdentity,
-          columns: schema.columns,
-        });
-      const parquetFields = new Map((object.parquet?.schema ?? []).map((field) => [field.name, field]));
-      for (const column of schema.columns) {
-        const field = parquetFields.get(column.name);
-        const type = field
-          ? typeOfParquetField(field)
-          : typeOfPostgres(column.typeOid, column.typeModifier, column.typeName);
-        let entry = table.columnTypes.get(column.name);
-        if (!entry) table.columnTypes.set(column.name, (entry = { types: [], postgres: [] }));
-        entry.types.push(type);
-        const pgName = postgresTypeName(column);
-        if (!entry.postgres.includes(pgName)) entry.postgres.push(pgName);
-      }
+  // Objects in the order of their first change: a manifest lists its objects by key, and the object a schema
+  // change closed inside a transaction sorts after the one it opened (`…-<seq>` before `….`).
+  const ordered = manifests
+    .flatMap((manifest) =>
+      manifest.objects.map((object) => ({
+        object,
+        startLsn: object.startLsn ?? manifest.startLsn ?? null,
+      })),
+    )
+    .map((entry, index) => ({ ...entry, index, position: lsnOrder(entry.startLsn) }))
+    .sort(
+      (a, b) =>
+        (a.position < b.position ? -1 : a.position > b.position ? 1 : 0) ||
+        (a.object.firstSeq ?? -1) - (b.object.firstSeq ?? -1) ||
+        a.index - b.index,
+    );
+  for (const { object, startLsn } of ordered) {
+    const format = formatOfKey(object.key);
+    if (format === undefined) continue;
+    const id = JSON.stringify([object.schema, object.table]);
+    let table = tables.get(id);
+    if (!table) {
+      table = {
+        schema: object.schema,
+        table: object.table,
+        formats: new Set(),
+        latestFormat: format,
+        objects: 0,
+        rows: 0,
+        bytes: 0,
+        firstDt: object.dt,
+        lastDt: object.dt,
+        versions: [],
+        columnTypes: new Map(),
+        unschematized: 0,
+      };
+      tables.set(id, table);
+    }
+    table.formats.add(format);
+    table.latestFormat = format;
+    table.objects++;
+    table.rows += object.rows;
+    table.bytes += object.bytes ?? 0;
+    if (object.dt < table.firstDt) table.firstDt = object.dt;
+    if (object.dt > table.lastDt) table.lastDt = object.dt;
+    const schema = object.tableSchema;
+    if (!schema || !Array.isArray(schema.columns)) {
+      table.unschematized++;
+      continue;
+    }
+    const signature = JSON.stringify([schema.replicaIdentity, schema.columns]);
+    const last = table.versions[table.versions.length - 1];
+    if (last?.signature === signature) (last as { objects: number }).objects++;
+    else
+      table.versions.push({
+        signature,
+        firstLsn: startLsn,
+        objects: 1,
+        replicaIdentity: schema.replicaIdentity,
+        columns: schema.columns,
+      });
+    const parquetFields = new Map((object.parquet?.schema ?? []).map((field) => [field.name, field]));
+    for (const column of schema.columns) {
+      const field = parquetFields.get(column.name);
+      const type = field
+        ? typeOfParquetField(field)
+        : typeOfPostgres(column.typeOid, column.typeModifier, column.typeName);
+      let entry = table.columnTypes.get(column.name);
+      if (!entry) table.columnTypes.set(column.name, (entry = { types: [], postgres: [] }));
+      entry.types.push(type);
+      const pgName = postgresTypeName(column);
+      if (!entry.postgres.includes(pgName)) entry.postgres.push(pgName);
     }
   }
   return [...tables.values()]
     .map(finish)
     .sort((a, b) => (a.schema === b.schema ? compare(a.table, b.table) : compare(a.schema, b.schema)));
+}
+
+/** An `X/X` LSN as a number for ordering (unknown first). */
+function lsnOrder(text: string | null): bigint {
+  const match = text === null ? null : /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(text);
+  return match ? (BigInt(`0x${match[1]}`) << 32n) + BigInt(`0x${match[2]}`) : -1n;
 }
 
 function compare(a: string, b: string): number {

@@ -4,9 +4,8 @@
  *
  * The DuckDB views read objects from `location` (default: the archive's own `s3://bucket/prefix/`, read
  * through DuckDB's httpfs; any directory holding a copy of the archive's `data/` works the same, e.g. after
- * `aws s3 sync`). Athena statements always point at S3. Nothing here connects to a database or runs SQL.
+ * `aws s3 sync`; a relative path is relative to where DuckDB runs). Athena statements always point at S3. Nothing here connects to a database or runs SQL.
  */
-import { isAbsolute, resolve } from 'node:path';
 import { displayName, type TableName } from '../names.js';
 import type { ObjectStore } from '../sink/object-store.js';
 import { describeArchive, readManifests, type LakeTable } from './archive.js';
@@ -43,10 +42,9 @@ function withSlash(base: string): string {
   return base.endsWith('/') ? base : `${base}/`;
 }
 
-/** A location for DuckDB: URIs as given, local paths made absolute. */
+/** A location for DuckDB, as given (a relative path is relative to where DuckDB runs), ending with `/`. */
 export function duckdbBase(location: string): string {
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location)) return withSlash(location);
-  return withSlash(isAbsolute(location) ? location : resolve(location));
+  return withSlash(location);
 }
 
 export async function describeSchema(request: SchemaRequest): Promise<LakeSchema> {

@@ -29,10 +29,11 @@ const SCHEMA = `
   CREATE TABLE r (id int PRIMARY KEY, v text);
   CREATE TABLE gone (id int PRIMARY KEY, old text);
   CREATE TABLE late (id int PRIMARY KEY, v text);
+  CREATE TABLE x (id int PRIMARY KEY, v text);
   INSERT INTO late VALUES (1, 'before it was published');
 `;
 
-const TABLES = 'public.t,public.r,public.gone';
+const TABLES = 'public.t,public.r,public.gone,public.x';
 
 /**
  * Steps between runs: DDL, then writes that use the new shape. The writer goes on throughout; `await
@@ -42,7 +43,7 @@ const STEPS: ReadonlyArray<{ readonly ddl: string; readonly after?: string }> = 
   {
     ddl: 'ALTER TABLE t ADD COLUMN d int',
     after:
-      "UPDATE t SET d = id, a = id, b = 'b' || id, c = 'c' || id WHERE id % 3 = 0; INSERT INTO r VALUES (1, 'one'); INSERT INTO gone VALUES (1, 'old')",
+      "UPDATE t SET d = id, a = id, b = 'b' || id, c = 'c' || id WHERE id % 3 = 0; INSERT INTO r VALUES (1, 'one'); INSERT INTO gone VALUES (1, 'old'); INSERT INTO x VALUES (1, 'x'), (2, 'x')",
   },
   {
     ddl: "ALTER TABLE t ADD COLUMN e text DEFAULT 'dflt'",
@@ -73,6 +74,10 @@ const STEPS: ReadonlyArray<{ readonly ddl: string; readonly after?: string }> = 
     ddl:
       'BEGIN; UPDATE t SET w = w + 1000 WHERE id <= 5; ALTER TABLE t ADD COLUMN f int; ' +
       'UPDATE t SET f = id WHERE id <= 5; COMMIT',
+  },
+  {
+    // the same on a table no other transaction of the batch touches: the transaction starts both objects
+    ddl: "BEGIN; UPDATE x SET v = 'before'; ALTER TABLE x ADD COLUMN y int; UPDATE x SET y = id; COMMIT",
   },
   {
     ddl: 'CREATE TYPE pt AS (x int, y text); ALTER TABLE t ADD COLUMN p pt',
@@ -203,7 +208,7 @@ describe('schema changes mid-stream', () => {
           ...(await referenceChanges(
             pipeline,
             reference,
-            new Set(['public.t', 'public.r', 'public.r2', 'public.gone']),
+            new Set(['public.t', 'public.r', 'public.r2', 'public.gone', 'public.x']),
           )),
           ...(await referenceChanges(pipeline, reference, new Set(['public.late']))).filter(
             (change) => lsnValue(change.lsn) >= lsnValue(lateFrom),
@@ -365,6 +370,11 @@ describe('schema changes mid-stream', () => {
           assert.deepEqual(await duck.rows(`SELECT id, v FROM "public"."r2__current" ORDER BY id`), [
             { id: 1, v: 'x' },
             { id: 100, v: 'x' },
+          ]);
+          // both schemas of the transaction that altered x mid-way: every change, in its own object
+          assert.deepEqual(await duck.rows(`SELECT id, v, y FROM "public"."x__current" ORDER BY id`), [
+            { id: 1, v: 'before', y: 1 },
+            { id: 2, v: 'before', y: 2 },
           ]);
         } finally {
           duck.close();
