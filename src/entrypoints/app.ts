@@ -15,6 +15,7 @@ import { NO_SNAPSHOT, report as snapshotReport, type SnapshotReport } from '../s
 import { createS3Client, S3ObjectStore } from '../sink/s3.js';
 import type { Deadline } from '../support/deadline.js';
 import { runPipeline, type RunSummary } from '../runtime/run.js';
+import { describeSchema, renderSchema, type SchemaFormat } from '../lake/describe.js';
 import { publishRunMetrics } from '../runtime/metrics.js';
 
 /** How `status` and `setup` connect: DATABASE_URL with the configured secret, IAM and TLS policy. */
@@ -192,5 +193,29 @@ export async function performSetup(config: Config): Promise<SetupReport> {
   } finally {
     s3.destroy();
     dynamo.destroy();
+  }
+}
+
+export interface SchemaOptions {
+  readonly format: SchemaFormat;
+  /** Where DuckDB views read the objects: `s3://…` or a local copy of the archive (default: the archive). */
+  readonly location?: string;
+  readonly athenaDatabase: string;
+  readonly tables?: readonly TableName[];
+}
+
+/** `slotlake schema`: the readers' SQL for the archive as its manifests describe it. */
+export async function printableSchema(config: Config, options: SchemaOptions): Promise<string> {
+  const s3 = createS3Client();
+  try {
+    const schema = await describeSchema({
+      store: new S3ObjectStore(s3, config.bucket, config.prefix),
+      athenaDatabase: options.athenaDatabase,
+      ...(options.location !== undefined ? { location: options.location } : {}),
+      ...(options.tables ? { tables: options.tables } : {}),
+    });
+    return renderSchema(schema, options.format);
+  } finally {
+    s3.destroy();
   }
 }

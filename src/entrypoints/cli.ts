@@ -1,17 +1,17 @@
 /**
- * The `slotlake` command line: run, status, setup, dev (contract §1).
+ * The `slotlake` command line: run, status, setup, schema, dev (contract §1).
  *
- * stdout carries exactly one JSON object per command (for `run`, the run summary, last line); logs are JSON
- * lines on stderr. Exit 0 for every clean stop; on failure, non-zero and one human-readable line on stderr
+ * stdout carries exactly one JSON object per command (for `run`, the run summary, last line), except `schema`,
+ * which prints SQL (or, with `--format json`, one JSON document); logs are JSON lines on stderr. Exit 0 for every clean stop; on failure, non-zero and one human-readable line on stderr
  * saying what is wrong and what to do.
  */
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { loadConfig, parseDuration, type Config } from '../config.js';
 import { classify, SlotlakeError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { Deadline, systemClock } from '../support/deadline.js';
-import { performRun, performSetup, readStatus, requestSnapshot } from './app.js';
 import { parseTableList, type TableName } from '../names.js';
+import { performRun, performSetup, printableSchema, readStatus, requestSnapshot } from './app.js';
 
 /** When the process started, on the one clock: budgets count from here. */
 const processStartMs = systemClock.nowMs() - process.uptime() * 1000;
@@ -121,6 +121,65 @@ program
     const report = await performSetup(config());
     process.stdout.write(`${JSON.stringify(report)}\n`);
   });
+
+function tableArgument(text: string, previous: TableName[] = []): TableName[] {
+  try {
+    return [...previous, ...parseTableList(text)];
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
+}
+
+program
+  .command('schema')
+  .description(
+    'print what reads the archive: DuckDB views, Athena/Glue tables and views, per table (from the manifests)',
+  )
+  .addOption(
+    new Option('--format <format>', 'duckdb, athena or json')
+      .choices(['duckdb', 'athena', 'json'])
+      .default('duckdb'),
+  )
+  .option(
+    '--location <uri-or-dir>',
+    'where the DuckDB views read data/ from: s3://bucket/prefix/ (default: the archive) or a local copy',
+  )
+  .option(
+    '--athena-database <name>',
+    'Glue database of the Athena statements',
+    (text: string) => {
+      if (!/^[a-z0-9_]{1,255}$/.test(text))
+        throw new InvalidArgumentError('lower-case letters, digits and _ only');
+      return text;
+    },
+    'slotlake',
+  )
+  .option('--table <schema.table>', 'only this table (repeatable; names as in SQL)', tableArgument)
+  .action(
+    async (options: {
+      format: 'duckdb' | 'athena' | 'json';
+      location?: string;
+      athenaDatabase: string;
+      table?: TableName[];
+    }) => {
+      const settings = config(false);
+      if (settings.bucket === '')
+        throw new SlotlakeError(
+          'invalid configuration: SLOTLAKE_BUCKET is required (the S3 bucket of the archive)',
+          {
+            kind: 'config',
+            hint: 'set SLOTLAKE_BUCKET (and SLOTLAKE_PREFIX) to the archive to describe',
+          },
+        );
+      const text = await printableSchema(settings, {
+        format: options.format,
+        athenaDatabase: options.athenaDatabase,
+        ...(options.location !== undefined ? { location: options.location } : {}),
+        ...(options.table ? { tables: options.table } : {}),
+      });
+      process.stdout.write(text);
+    },
+  );
 
 program
   .command('dev')

@@ -5,8 +5,12 @@
  * catalog adds what it does not carry: each column's `attnum` (stable for the column's life — a rename keeps
  * it, a dropped column's number is never reused — so it is the column's field id, and a later Apache Iceberg
  * commit of these files needs no rewrite), its nullability, and its type as Postgres names it
- * (`format_type`, e.g. `numeric(10,2)`). A column the catalog no longer has (dropped since the change was
- * written) keeps what the Relation message said and gets a field id above every attnum.
+ * (`format_type`, e.g. `numeric(10,2)`), and whether it is part of the primary key (under REPLICA IDENTITY FULL
+ * the Relation message marks every column as key, so readers that want a table's current state per key need
+ * the primary key itself). The catalog is read when the run meets the Relation message, which may be after
+ * later DDL: a catalog column describes the Relation's column only when both name and type OID match. A column
+ * the catalog no longer has (dropped, renamed or retyped since the change was written) keeps what the Relation
+ * message said and gets a field id above every attnum.
  */
 import type { Relation } from '../decoding/messages.js';
 import type { TypeRegistry } from '../decoding/values.js';
@@ -28,6 +32,8 @@ export interface ColumnSchema {
   readonly nullable: boolean | null;
   /** Part of the replica identity (the key `before` carries). */
   readonly key: boolean;
+  /** Part of the table's primary key; null when the catalog does not describe this column. */
+  readonly primaryKey: boolean | null;
 }
 
 export interface TableSchema {
@@ -49,7 +55,8 @@ export function describeTable(
     table: relation.name,
     replicaIdentity: relation.replicaIdentity,
     columns: relation.columns.map((column, position) => {
-      const known = byName.get(column.name);
+      const named = byName.get(column.name);
+      const known = named?.typeOid === column.typeOid ? named : undefined;
       return {
         name: column.name,
         fieldId: known?.attnum ?? UNKNOWN_COLUMN_FIELD_ID_BASE + position,
@@ -58,6 +65,7 @@ export function describeTable(
         typeName: known?.typeName ?? types.get(column.typeOid)?.name ?? null,
         nullable: known ? !known.notNull : null,
         key: column.isKey,
+        primaryKey: known ? known.primaryKey : null,
       };
     }),
   };

@@ -93,6 +93,10 @@ export interface CatalogColumn {
   readonly notNull: boolean;
   /** `format_type(atttypid, atttypmod)`, e.g. `numeric(10,2)`, `character varying(40)`, `mood[]`. */
   readonly typeName: string;
+  /** `atttypid`: the column's type now (a Relation message written before `ALTER COLUMN ... TYPE` differs). */
+  readonly typeOid: number;
+  /** Part of the table's primary key. */
+  readonly primaryKey: boolean;
 }
 
 /** The live columns of `schema.table` now, or undefined when the table no longer exists. */
@@ -104,7 +108,9 @@ export async function tableColumns(
   try {
     const result = await client.query(
       `SELECT a.attname AS name, a.attnum::int AS attnum, a.attnotnull AS "notNull",
-              format_type(a.atttypid, a.atttypmod) AS "typeName"
+              format_type(a.atttypid, a.atttypmod) AS "typeName", a.atttypid::int AS "typeOid",
+              EXISTS (SELECT 1 FROM pg_index i
+                       WHERE i.indrelid = c.oid AND i.indisprimary AND a.attnum = ANY(i.indkey)) AS "primaryKey"
          FROM pg_attribute a
          JOIN pg_class c ON c.oid = a.attrelid
          JOIN pg_namespace n ON n.oid = c.relnamespace

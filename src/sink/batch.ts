@@ -242,8 +242,8 @@ export class BatchWriter<R> {
     const slot = this.slotOf(target);
     let object = this.open.get(slot);
     if (!object) {
-      // A schema change or a size split closes an object inside a transaction: the next object of the same
-      // table and date in that transaction needs the -<seq> part, as does one continuing an earlier batch.
+      // The table's schema changed: its object with the old schema (same table and date, another schema
+      // version; schema handles are distinct objects, so tables compare by name) is complete.
       const tableDate = this.tableDateOf(target);
       for (const [otherSlot, other] of target.schema.sideObject ? [] : this.open) {
         if (
@@ -253,12 +253,13 @@ export class BatchWriter<R> {
           other.dt === target.dt &&
           otherSlot !== slot
         ) {
-          // The table's schema changed: its object with the old schema is complete.
           this.open.delete(otherSlot);
           this.closedIn.set(tableDate, other.lastCommitLsn);
           this.startUpload(other);
         }
       }
+      // A schema change or a size split closes an object inside a transaction: the next object of the same
+      // table and date in that transaction needs the -<seq> part, as does one continuing an earlier batch.
       const continues = target.transactionContinues || this.closedIn.get(tableDate) === target.commitLsn;
       const path = join(
         this.options.spoolDir,

@@ -353,6 +353,54 @@ describe('BatchWriter', () => {
     ]);
   });
 
+  describe('schema changes', () => {
+    it('a schema change inside a transaction closes the old object; the new one gets -<seq>, no overwrite', async () => {
+      const archive = new MemoryObjectStore();
+      const batch = writer(archive);
+      put(batch, 'a', '2025-11-24', C1, 0, line('a', C1, 0), false, 0);
+      put(batch, 'a', '2025-11-24', C1, 1, line('a', C1, 1), false, 0);
+      // ALTER TABLE in the same transaction: a new Relation, a new schema handle (another TableName object)
+      put(batch, 'a', '2025-11-24', C1, 2, line('a', C1, 2), false, 1);
+      assert.equal(batch.openObjects, 1, 'the object of the old schema was closed');
+      put(batch, 'a', '2025-11-24', C1, 3, line('a', C1, 3), false, 1);
+      const objects = await batch.finish();
+      const keys = archive.uploads.map((upload) => upload.key);
+      assert.equal(
+        new Set(keys).size,
+        keys.length,
+        `duplicate keys (an overwrite loses rows): ${keys.join(', ')}`,
+      );
+      const first = 'data/public.a/dt=2025-11-24/0000000000000100-0000000000000100.jsonl.gz';
+      const second = 'data/public.a/dt=2025-11-24/0000000000000100-0000000000000100-0000000002.jsonl.gz';
+      assert.deepEqual(
+        objects.map((o) => [o.key, o.rows, o.schema]).sort(),
+        [
+          [first, 2, { version: 0 }],
+          [second, 2, { version: 1 }],
+        ].sort(),
+      );
+      assert.equal(archive.objects.get(first)?.content, `${line('a', C1, 0)}\n${line('a', C1, 1)}\n`);
+      assert.equal(archive.objects.get(second)?.content, `${line('a', C1, 2)}\n${line('a', C1, 3)}\n`);
+    });
+
+    it('a schema change between transactions needs no suffix; other tables keep their objects', async () => {
+      const archive = new MemoryObjectStore();
+      const batch = writer(archive);
+      put(batch, 'a', '2025-11-24', C1, 0, line('a', C1, 0), false, 0);
+      put(batch, 'b', '2025-11-24', C1, 1, line('b', C1, 1), false, 0);
+      put(batch, 'a', '2025-11-24', C2, 0, line('a', C2, 0), false, 1);
+      put(batch, 'b', '2025-11-24', C2, 1, line('b', C2, 1), false, 0);
+      assert.deepEqual(
+        (await batch.finish()).map((o) => [o.key, o.rows]),
+        [
+          ['data/public.a/dt=2025-11-24/0000000000000100-0000000000000100.jsonl.gz', 1],
+          ['data/public.a/dt=2025-11-24/0000000000000200-0000000000000200.jsonl.gz', 1],
+          ['data/public.b/dt=2025-11-24/0000000000000100-0000000000000200.jsonl.gz', 2],
+        ],
+      );
+    });
+  });
+
   describe('size splits', () => {
     it('every object of a transaction split by size gets a unique key, with -<seq> after the first', async () => {
       // objectMaxBytes 0: every row closes its object, so one transaction of 4 rows makes 4 objects.
