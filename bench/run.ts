@@ -7,10 +7,13 @@
  *   2. throughput — many small transactions, slotlake (A) vs pg_recvlogical to /dev/null (B, the floor)
  *                 on identical slots, BENCH_PAIRS pairs alternating; A/B per pair.
  *   3. micro    — per-stage rows/s in process: frame split, pgoutput decode, record encoding, gzip spool.
+ *   4. snapshot — a BENCH_SNAPSHOT_ROWS-row table (default 1,000,000) archived by the initial snapshot
+ *                 (`slotlake run --until-caught-up`) next to `pg_dump --data-only -t` of it: rows/s for both,
+ *                 on Debian's PostgreSQL 15 (bench/snapshot.ts).
  *
  * Environment: BENCH_ROWS (2000000), BENCH_SMALL_ROWS (BENCH_ROWS/10, at most 200000), BENCH_PAIRS (3),
  * BENCH_MICRO_MS (2000 per stage), BENCH_BIG_FLOOR (1: also read the big transaction with pg_recvlogical),
- * BENCH_ONLY (comma list of micro,big,throughput); for experiments BENCH_NODE_FLAGS and BENCH_READ_BUFFER
+ * BENCH_SNAPSHOT_ROWS (1000000), BENCH_ONLY (comma list of micro,big,throughput,snapshot); for experiments BENCH_NODE_FLAGS and BENCH_READ_BUFFER
  * (bench/commands.ts). Quick smoke run: `BENCH_ROWS=20000 npm run bench`.
  * Prints a report and writes it as JSON to bench/results/latest.json. Exits 1 when a part fails or a
  * correctness check does not hold; a missed memory target is reported, not an error.
@@ -27,8 +30,9 @@ import { EXPERIMENT, findPgRecvlogical } from './commands.js';
 import { GNU_TIME, hasGnuTime } from './measure.js';
 import { runMicro, type MicroResult } from './micro.js';
 import { benchThroughput, type ThroughputResult } from './throughput.js';
+import { benchSnapshot, type SnapshotResult } from './snapshot.js';
 
-const PARTS = ['micro', 'big', 'throughput'] as const;
+const PARTS = ['micro', 'big', 'throughput', 'snapshot'] as const;
 type Part = (typeof PARTS)[number];
 
 function intFromEnv(name: string, fallback: number, min = 1): number {
@@ -172,7 +176,18 @@ function printThroughput(t: ThroughputResult): void {
 
 function printSummary(results: Results): void {
   const rows: [string, string][] = [];
-  const { big, throughput, micro } = results;
+  const { big, throughput, micro, snapshot } = results;
+  if (snapshot) {
+    rows.push([`snapshot rows/s (${num(snapshot.rows)} rows)`, num(snapshot.slotlake.rowsPerSecond)]);
+    rows.push([
+      'pg_dump --data-only rows/s',
+      snapshot.pgDump ? num(snapshot.pgDump.rowsPerSecond) : 'skipped (no pg_dump)',
+    ]);
+    rows.push([
+      'snapshot correctness',
+      snapshot.ok ? 'OK' : `FAILED (${num(snapshot.archivedRows)} archived)`,
+    ]);
+  }
   if (big) {
     rows.push([
       `big txn peak RSS (${num(big.rows)} rows)`,
@@ -216,6 +231,7 @@ interface Results {
   micro?: MicroResult;
   big?: BigResult;
   throughput?: ThroughputResult;
+  snapshot?: SnapshotResult;
   errors: Record<string, string>;
   totalMs: number;
   ok: boolean;
@@ -319,6 +335,20 @@ async function main(): Promise<number> {
         if (!results.throughput.ok) results.ok = false;
       } catch (error) {
         results.errors.throughput = (error as Error).stack ?? String(error);
+      }
+    }
+    if (parts.has('snapshot')) {
+      log('');
+      try {
+        results.snapshot = await benchSnapshot({ rows: intFromEnv('BENCH_SNAPSHOT_ROWS', 1_000_000), log });
+        const { slotlake, pgDump } = results.snapshot;
+        log(
+          `  slotlake snapshot: ${secs(slotlake.ms)} in ${String(slotlake.runs)} run(s), ${num(slotlake.rowsPerSecond)} rows/s` +
+            (pgDump ? `; pg_dump --data-only: ${secs(pgDump.ms)}, ${num(pgDump.rowsPerSecond)} rows/s` : ''),
+        );
+        if (!results.snapshot.ok) results.ok = false;
+      } catch (error) {
+        results.errors.snapshot = (error as Error).stack ?? String(error);
       }
     }
   } finally {

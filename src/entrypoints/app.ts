@@ -17,6 +17,9 @@ import type { Deadline } from '../support/deadline.js';
 import { runPipeline, type RunSummary } from '../runtime/run.js';
 import { describeSchema, renderSchema, type SchemaFormat } from '../lake/describe.js';
 import { publishRunMetrics } from '../runtime/metrics.js';
+import { openSourceClient } from '../replication/source.js';
+import { s3ArchiveStore } from '../verify/archive.js';
+import { verifyTables, type TableReport } from '../verify/verify.js';
 
 /** How `status` and `setup` connect: DATABASE_URL with the configured secret, IAM and TLS policy. */
 function sourceConnection(config: Config): ConnectionSettings {
@@ -217,5 +220,41 @@ export async function printableSchema(config: Config, options: SchemaOptions): P
     return renderSchema(schema, options.format);
   } finally {
     s3.destroy();
+  }
+}
+
+export interface VerifyRequest {
+  readonly config: Config;
+  readonly logger: Logger;
+  /** The tables to verify; every published table when undefined. */
+  readonly tables: readonly TableName[] | undefined;
+  /** How long to wait for a run holding the pipeline's lease. */
+  readonly leaseWaitMs: number;
+}
+
+/**
+ * `slotlake verify`: each table rebuilt from the archive against the source (verify/verify.ts); one report per
+ * table. Reads the archive and the source, peeks at the slot under the pipeline's lease; changes nothing else.
+ */
+export async function performVerify(request: VerifyRequest): Promise<TableReport[]> {
+  const { config } = request;
+  const s3 = createS3Client();
+  const dynamo = createDynamoClient();
+  const source = await openSourceClient(sourceConnection(config));
+  try {
+    const tables = request.tables ?? (await listPublishedTables(source, config));
+    return await verifyTables({
+      config,
+      logger: request.logger,
+      archive: s3ArchiveStore(new S3ObjectStore(s3, config.bucket, config.prefix)),
+      checkpoints: new DynamoCheckpointStore(dynamo, config.checkpointTable, config.pipeline),
+      source,
+      tables,
+      leaseWaitMs: request.leaseWaitMs,
+    });
+  } finally {
+    await source.end().catch(() => undefined);
+    s3.destroy();
+    dynamo.destroy();
   }
 }

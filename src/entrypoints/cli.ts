@@ -1,5 +1,5 @@
 /**
- * The `slotlake` command line: run, status, setup, schema, dev (contract §1).
+ * The `slotlake` command line: run, status, setup, snapshot, verify, schema, dev (contract §1).
  *
  * stdout carries exactly one JSON object per command (for `run`, the run summary, last line), except `schema`,
  * which prints SQL (or, with `--format json`, one JSON document); logs are JSON lines on stderr. Exit 0 for every clean stop; on failure, non-zero and one human-readable line on stderr
@@ -10,8 +10,16 @@ import { loadConfig, parseDuration, type Config } from '../config.js';
 import { classify, SlotlakeError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { Deadline, systemClock } from '../support/deadline.js';
+import {
+  performRun,
+  performSetup,
+  performVerify,
+  printableSchema,
+  readStatus,
+  requestSnapshot,
+} from './app.js';
+import { isDivergent } from '../verify/verify.js';
 import { parseTableList, type TableName } from '../names.js';
-import { performRun, performSetup, printableSchema, readStatus, requestSnapshot } from './app.js';
 
 /** When the process started, on the one clock: budgets count from here. */
 const processStartMs = systemClock.nowMs() - process.uptime() * 1000;
@@ -38,6 +46,18 @@ function config(requireStorage = true): Config {
 // Anything that escapes (a bug, or a library's background promise) still ends in one clear line.
 process.on('unhandledRejection', (reason) => fail(reason));
 process.on('uncaughtException', (error) => fail(error));
+
+/** `--table` values: SQL-written names, each possibly a comma list. */
+function tableOptions(values: string[] | undefined): TableName[] | undefined {
+  try {
+    return values?.flatMap((text) => parseTableList(text));
+  } catch (error) {
+    throw new SlotlakeError(`--table: ${(error as Error).message}`, {
+      kind: 'config',
+      hint: 'name tables as schema.table, written as in SQL (quote mixed-case names: public."Orders")',
+    });
+  }
+}
 
 const program = new Command();
 program.name('slotlake').description('Archive a PostgreSQL logical replication slot into an S3 data lake.');
@@ -101,17 +121,47 @@ program
   )
   .action(async (options: { table?: string[] }) => {
     const settings = config();
-    let tables: TableName[] | undefined;
-    try {
-      tables = options.table?.flatMap((text) => parseTableList(text));
-    } catch (error) {
-      throw new SlotlakeError(`--table: ${(error as Error).message}`, {
-        kind: 'config',
-        hint: 'name tables as schema.table, written as in SQL (quote mixed-case names: public."Orders")',
-      });
-    }
-    const report = await requestSnapshot(settings, tables);
+    const report = await requestSnapshot(settings, tableOptions(options.table));
     process.stdout.write(`${JSON.stringify(report)}\n`);
+  });
+
+program
+  .command('verify')
+  .description(
+    'compare each table rebuilt from the archive with the table in the source; one JSON object per table, exit 1 on divergence',
+  )
+  .option(
+    '--table <schema.table>',
+    'a table to verify, written as in SQL (repeatable; default: every published table)',
+    (value: string, previous: string[] = []) => [...previous, value],
+  )
+  .option(
+    '--wait <duration>',
+    'how long to wait for a run holding the pipeline lease',
+    durationArgument,
+    120_000,
+  )
+  .action(async (options: { table?: string[]; wait: number }) => {
+    const settings = config();
+    const logger = createLogger(settings.logLevel, { pipeline: settings.pipeline, command: 'verify' });
+    const reports = await performVerify({
+      config: settings,
+      logger,
+      tables: tableOptions(options.table),
+      leaseWaitMs: options.wait,
+    });
+    for (const report of reports) process.stdout.write(`${JSON.stringify(report)}\n`);
+    const divergent = reports.filter(isDivergent);
+    if (divergent.length > 0) {
+      const what = divergent.map(
+        (report) =>
+          `${report.table} (${report.differing} differing, ${report.missing} missing, ${report.extra} extra, ${report.problems.length} problem${report.problems.length === 1 ? '' : 's'})`,
+      );
+      process.stderr.write(
+        `slotlake: the archive diverges from the source: ${what.join('; ')} — the JSON report on stdout names the keys and objects\n`,
+      );
+      process.exitCode = 1;
+    }
   });
 
 program

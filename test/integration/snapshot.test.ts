@@ -3,8 +3,8 @@
  * watermarks, interleaved with the change stream, over many short runs — some killed at every snapshot step —
  * while a concurrent workload updates (also leaving a TOASTed column unchanged), deletes, inserts and moves
  * keys. Afterwards the table rebuilt from the archive alone (test/helpers/replay.ts: every record in
- * `(commit_lsn, seq)` order) equals the table in Postgres, row for row; `(commit_lsn, seq)` is unique; every
- * object is in a manifest; `status` shows the progress.
+ * `(commit_lsn, seq)` order) equals the table in Postgres, row for row, and `slotlake verify` says so;
+ * `(commit_lsn, seq)` is unique; every object is in a manifest; `status` shows the progress.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -173,6 +173,32 @@ describe('snapshots', () => {
         if (JSON.stringify(archived) !== JSON.stringify(row)) differing++;
       }
       assert.equal(differing, 0, 'every row rebuilt from the archive equals the table');
+
+      // and `slotlake verify` says so, from the archive and the source alone
+      const verify = await runCli(['verify'], pipeline.env);
+      assert.equal(verify.code, 0, `${verify.stdout}${verify.stderr}`);
+      const verdict = verify.summary as {
+        table: string;
+        sourceRows: number;
+        archiveRows: number;
+        equal: number;
+        differing: number;
+        missing: number;
+        extra: number;
+        inFlight: number;
+        snapshotComplete: boolean;
+        problems: unknown[];
+      };
+      console.log(`snapshot test: verify ${verify.stdout.trim()}`);
+      assert.equal(verdict.table, 'public.t');
+      assert.equal(verdict.snapshotComplete, true);
+      assert.equal(verdict.sourceRows, actual.length);
+      assert.equal(verdict.archiveRows, actual.length);
+      assert.equal(verdict.equal, actual.length);
+      assert.deepEqual(
+        [verdict.differing, verdict.missing, verdict.extra, verdict.inFlight, verdict.problems.length],
+        [0, 0, 0, 0, 0],
+      );
     } finally {
       await pipeline.close();
     }
