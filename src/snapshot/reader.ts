@@ -3,7 +3,7 @@
  * pgoutput sends them, the key to order and resume by), the watermarks, and one chunk at a time.
  *
  * The columns are the table's live, non-generated columns in attribute order — exactly the columns pgoutput's
- * Relation message lists — read as their text output (`col::text`) under the session settings every slotlake
+ * Relation message lists — read as their types' text output (`format('%s', col)`) under the session settings every slotlake
  * connection pins, so a snapshot row is encoded exactly like a streamed one. The key is the primary key, else a
  * unique index over NOT NULL columns (no predicate, no expressions), else the row's `ctid` (physical position:
  * rows updated while the table is read may be missed or read twice — a warning says so). A chunk is
@@ -193,7 +193,12 @@ export async function readChunk(
 ): Promise<Chunk> {
   // Every column is read as text; the key is compared and ordered through the table alias, never by the
   // select list's text output columns of the same name (ORDER BY would take those first).
-  const select = plan.columns.map((column) => `s.${quoteIdentifier(column.name)}::text`);
+  // format('%s', …) prints a value with its type's output function — the text pgoutput sends (a cast to text
+  // is not: `true::text` is 'true', not 't'; char(n) loses its padding; inet gains a netmask).
+  const select = plan.columns.map((column) => {
+    const name = `s.${quoteIdentifier(column.name)}`;
+    return `CASE WHEN ${name} IS NULL THEN NULL ELSE format('%s', ${name}) END`;
+  });
   const keyed = plan.keyKind !== 'ctid';
   const keyList = keyed ? plan.keyColumns.map((name) => `s.${quoteIdentifier(name)}`).join(', ') : 's.ctid';
   if (!keyed) select.push('s.ctid::text');

@@ -204,3 +204,39 @@ describe('snapshots', () => {
     }
   });
 });
+
+describe('snapshot values', () => {
+  test('a row read by the snapshot is encoded exactly like the same row streamed (bool, char(n), inet, arrays, times, numeric, bytea, NULLs)', async () => {
+    const columns = `b bool, c char(5), n inet, a text[], ts timestamptz, t time, d date, num numeric(8,3), f float8,
+      by bytea, j jsonb, e text, z int4[]`;
+    const values = `true, 'ab', '10.0.0.1', '{"x y",NULL,"q\\"u"}', '2026-01-02 03:04:05.678901+05:30', '23:59:59.5',
+      '0044-03-15 BC', 12.5, 'NaN', '\\x00ff', '{"k": [1, 2.50]}', '', '{{1,2},{3,NULL}}'`;
+    const pipeline = await createPipeline(
+      local.stack,
+      `CREATE TABLE v (id int PRIMARY KEY, ${columns}, nothing text);`,
+      {
+        SLOTLAKE_SNAPSHOT: 'initial',
+      },
+    );
+    try {
+      await pipeline.sql(`INSERT INTO v VALUES (1, ${values}, NULL)`);
+      await setup(pipeline);
+      await pipeline.sql(`INSERT INTO v VALUES (2, ${values}, NULL)`);
+      const result = await runCli(['run', '--until-caught-up'], pipeline.env);
+      assert.equal(result.code, 0, result.stderr);
+      const records = (await readLake(local.s3, `${pipeline.name}/`)).records.map((entry) => entry.record);
+      const read = records.filter((record) => record.op === 'r' && record.after?.id === 1);
+      const streamed = records.filter((record) => record.op === 'c' && record.after?.id === 2);
+      assert.equal(read.length, 1, 'row 1 came from the snapshot');
+      assert.equal(streamed.length, 1, 'row 2 came from the stream');
+      const { id: _readId, ...readValues } = read[0]!.after!;
+      const { id: _streamedId, ...streamedValues } = streamed[0]!.after!;
+      assert.deepEqual(readValues, streamedValues);
+      assert.equal(readValues.b, true);
+      assert.equal(readValues.c, 'ab   ');
+      assert.equal(readValues.n, '10.0.0.1');
+    } finally {
+      await pipeline.close();
+    }
+  });
+});
