@@ -8,6 +8,7 @@ import { formatLsn } from '../lsn.js';
 import type { Logger } from '../log.js';
 import { readSlot, setupSource, withSourceClient } from '../replication/source.js';
 import { createS3Client, S3ObjectStore } from '../sink/s3.js';
+import { WriteFence } from '../sink/write-fence.js';
 import type { Deadline } from '../support/deadline.js';
 import { runPipeline, type RunSummary } from '../runtime/run.js';
 import { publishRunMetrics } from '../runtime/metrics.js';
@@ -24,13 +25,14 @@ export interface RunRequest {
 }
 
 export async function performRun(request: RunRequest): Promise<RunSummary> {
-  const s3 = createS3Client();
+  const fence = new WriteFence();
+  const s3 = createS3Client(fence);
   const dynamo = createDynamoClient();
   try {
     const summary = await runPipeline({
       config: request.config,
       logger: request.logger,
-      objects: new S3ObjectStore(s3, request.config.bucket, request.config.prefix),
+      objects: new S3ObjectStore(s3, request.config.bucket, request.config.prefix, fence),
       checkpoints: new DynamoCheckpointStore(dynamo, request.config.checkpointTable, request.config.pipeline),
       deadline: request.deadline,
       untilCaughtUp: request.untilCaughtUp,

@@ -158,6 +158,8 @@ class PipelineRun {
       logger,
     );
     this.keeper = keeper;
+    // Every byte this run sends to the object store from now on is checked against the lease when it leaves.
+    this.options.objects.fenceWrites(() => keeper.writeRefusal());
     this.signal = AbortSignal.any([deadline.signal, keeper.signal]);
     this.summary.lease = {
       fence: acquisition.lease.fence,
