@@ -411,6 +411,17 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
   };
 }
 
+/** A logged request as matchers see it (headers: only DynamoDB's operation), to reuse matchers on the log. */
+export function asProxied(request: RequestLog): ProxiedRequest {
+  return {
+    method: request.method,
+    path: request.path,
+    query: request.query,
+    headers: request.target === undefined ? {} : { 'x-amz-target': request.target },
+    ...(request.body !== undefined ? { body: request.body } : {}),
+  };
+}
+
 // ---- ready-made faults -------------------------------------------------------------------------------
 
 /** An S3 error response, as S3 sends it (e.g. `s3Error('SlowDown', 503)`, `s3Error('InternalError', 500)`). */
