@@ -91,6 +91,8 @@ class PipelineRun {
   private readonly summary: RunSummary;
   private speed = new StoreSpeedMeter();
   private keeper: LeaseKeeper | undefined;
+  /** The run's commit sequence, once streaming began. */
+  private commits: CommitSequence | undefined;
   /** Aborted at the deadline's cutoff or the lease's fence. */
   private signal: AbortSignal;
   /** The configured status interval, shortened to a third of the server's wal_sender_timeout. */
@@ -182,7 +184,14 @@ class PipelineRun {
     } finally {
       await rm(this.spoolDir, { recursive: true, force: true }).catch(() => undefined);
       const speed = this.speed.snapshot();
-      await keeper.release((lease) => this.options.checkpoints.release(lease, speed));
+      const published = this.commits?.publishedPendingManifest;
+      await keeper.release(async (lease) => {
+        // A manifest already in place needs no copying by the next run (against a slow store, copying it
+        // again can take the next run's whole budget).
+        if (published !== undefined)
+          await this.options.checkpoints.clearPendingManifest(lease, published).catch(() => undefined);
+        await this.options.checkpoints.release(lease, speed);
+      });
       this.summary.lease.releasedAtMs = Date.now();
       this.summary.lease.renewals = keeper.renewals;
     }
@@ -204,7 +213,10 @@ class PipelineRun {
         logger,
         clock: this.clock,
       },
-      () => this.options.checkpoints.clearIntent(keeper.lease),
+      {
+        clearIntent: () => this.options.checkpoints.clearIntent(keeper.lease),
+        clearPendingManifest: (key) => this.options.checkpoints.clearPendingManifest(keeper.lease, key),
+      },
     );
     this.summary.recoveredObjects += recovery.deletedObjects;
     if (!recovery.completed) {
@@ -245,7 +257,7 @@ class PipelineRun {
         for (const note of decision.notes) logger[note.level](note.message, note.fields);
         this.summary.sourceChanged = decision.sourceChanged;
         this.summary.checkpoint = formatLsn(decision.position.lsn);
-        const commits = new CommitSequence(
+        const commits = (this.commits = new CommitSequence(
           {
             objects: this.options.objects,
             checkpoints: this.options.checkpoints,
@@ -261,7 +273,7 @@ class PipelineRun {
             acknowledge: (lsn) => this.acknowledge?.(lsn),
           },
           checkpoint,
-        );
+        ));
         await this.streamWithReconnects(commits, decision.position, first, catalog, target, source);
       } finally {
         await first.connection.close();
@@ -401,7 +413,6 @@ class PipelineRun {
           summary.changes += result.rows;
           summary.transactions += counts.transactions;
           summary.skippedTransactions += counts.skipped;
-          summary.flushMs += result.flushMs;
           if (result.checkpoint) {
             summary.checkpoint = formatLsn(result.checkpoint.lsn);
             summary.partial = result.checkpoint.partial
@@ -413,6 +424,7 @@ class PipelineRun {
           }
           this.options.onBatch?.(summary);
         },
+        onFlushed: (flushMs) => (this.summary.flushMs += flushMs),
         onFramesRead: () => undefined,
       },
     });
