@@ -128,11 +128,15 @@ class PipelineRun {
   async run(): Promise<RunSummary> {
     const { config, logger, deadline } = this;
     armKillPoint(config.killAt);
-    await withRetry(() => this.options.objects.checkBucket(), {
-      what: 'checking the S3 bucket',
-      origin: 'object-store',
-      deadline,
-    });
+    let bucketCheckMs = 0;
+    await withRetry(
+      async () => {
+        const started = this.clock.nowMs();
+        await this.options.objects.checkBucket();
+        bucketCheckMs = this.clock.nowMs() - started;
+      },
+      { what: 'checking the S3 bucket', origin: 'object-store', deadline },
+    );
     const acquisition = await withRetry(
       () => this.options.checkpoints.acquire(this.runId, config.leaseDurationMs, this.clock.nowMs()),
       { what: 'acquiring the pipeline lease', origin: 'checkpoint-store', deadline },
@@ -152,6 +156,8 @@ class PipelineRun {
     }
     killPoint('after-lease');
     this.speed = new StoreSpeedMeter(acquisition.speed);
+    // The bucket check was an S3 request like any other: against a slow store, this run knows it at once.
+    this.speed.recordRequestAtLeast(bucketCheckMs);
     const keeper = new LeaseKeeper(
       acquisition.lease,
       this.options.checkpoints,
