@@ -7,7 +7,8 @@
  * When a batch committed is read off the same history: its manifest is staged (PUT under `staging/`, after
  * every object of the batch is in S3), then the checkpoint is written, then the manifest is copied into
  * `manifests/`. The last effective staging PUT whose bytes equal the final manifest's therefore precedes the
- * commit, and anything done to the batch's objects after it happened after (or during) the commit.
+ * commit, and anything done to the batch's objects after it happened after (or during) the commit. (A manifest
+ * written in place without staging — as earlier versions did — bounds the commit by its own first write.)
  * Events are compared by the proxies' process-wide event order, which is the order in which the store saw
  * them.
  */
@@ -131,22 +132,36 @@ export async function assertCommittedObjectsUntouched(
     const manifest = JSON.parse(Buffer.from(manifestBytes).toString('utf8')) as {
       objects: Array<{ key: string }>;
     };
+    const finalManifestMd5 = md5(manifestBytes);
     const stagingKey = `${prefix}staging/${manifestKey.slice(prefix.length)}`;
     const copies = onKey(manifestKey).filter(
       ({ operation }) => operation.kind === 'copy' && operation.from === stagingKey,
     );
-    assert.ok(copies.length > 0, `${manifestKey} was copied from ${stagingKey} through a proxy`);
-    const firstCopy = copies[0]!.at.order;
-    const finalManifestMd5 = md5(manifestBytes);
-    const staged = onKey(stagingKey).filter(
-      ({ operation, at }) =>
-        operation.kind === 'put' && operation.md5 === finalManifestMd5 && at.order < firstCopy,
-    );
-    assert.ok(staged.length > 0, `the bytes of ${manifestKey} were staged at ${stagingKey} before the copy`);
-    const committedAfter = staged[staged.length - 1]!.at.order;
+    let committedAfter: number;
+    if (copies.length > 0) {
+      // Staged, then committed, then copied: the last staging of these bytes before the copy precedes the commit.
+      const firstCopy = copies[0]!.at.order;
+      const staged = onKey(stagingKey).filter(
+        ({ operation, at }) =>
+          operation.kind === 'put' && operation.md5 === finalManifestMd5 && at.order < firstCopy,
+      );
+      assert.ok(
+        staged.length > 0,
+        `the bytes of ${manifestKey} were staged at ${stagingKey} before the copy`,
+      );
+      committedAfter = staged[staged.length - 1]!.at.order;
+    } else {
+      // Written in place (no staging): its first write of these bytes follows the commit — a later bound.
+      const written = onKey(manifestKey).filter(
+        ({ operation }) => operation.kind === 'put' && operation.md5 === finalManifestMd5,
+      );
+      assert.ok(written.length > 0, `${manifestKey} was written through a proxy`);
+      committedAfter = written[0]!.at.order;
+    }
     for (const { key } of manifest.objects) {
       objects++;
-      const finalMd5 = md5(await getBytes(s3, key, bucket));
+      const finalMd5 = await getBytes(s3, key, bucket).then(md5, () => undefined);
+      if (finalMd5 === undefined) violations.push(`${key} (in ${manifestKey}) is missing`);
       const history = onKey(key);
       const before = history.filter(
         ({ operation, at }) => operation.kind === 'put' && at.order < committedAfter,
@@ -154,7 +169,11 @@ export async function assertCommittedObjectsUntouched(
       const uploaded = before[before.length - 1];
       if (!uploaded)
         violations.push(`${key} (in ${manifestKey}) was never uploaded before its batch committed`);
-      else if (uploaded.operation.kind === 'put' && uploaded.operation.md5 !== finalMd5)
+      else if (
+        finalMd5 !== undefined &&
+        uploaded.operation.kind === 'put' &&
+        uploaded.operation.md5 !== finalMd5
+      )
         violations.push(
           `${key}: final bytes (md5 ${finalMd5}) are not those uploaded before the commit: ${describe(uploaded)}`,
         );

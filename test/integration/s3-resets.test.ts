@@ -167,16 +167,17 @@ test(`random S3 connection resets, with "postgres" in every name, never delete a
     const final = await runCli(['run', '--until-caught-up', '--max-duration', '90s'], clean.env(pipeline));
     assert.equal(final.code, 0, final.stderr);
     assert.equal(final.summary?.stopReason, 'caught-up', JSON.stringify(final.summary));
-    await assertSlotAtCheckpointDirect(local.stack, pipeline);
-    const lake = await assertExactlyOnce(local.s3, pipeline, reference, [
-      'public.orders',
-      'public.postgres_events',
-    ]);
+    // The store's history first: it names the request that touched a committed object, if one did.
     const history = await assertCommittedObjectsUntouched(
       local.s3,
       pipeline,
       proxies.flatMap((run) => run.s3Requests()),
     );
+    await assertSlotAtCheckpointDirect(local.stack, pipeline);
+    const lake = await assertExactlyOnce(local.s3, pipeline, reference, [
+      'public.orders',
+      'public.postgres_events',
+    ]);
     process.stderr.write(
       `s3-resets (seed ${SEED}): ${JSON.stringify(tally)}; ${lake.records.length} changes exactly once in ` +
         `${history.objects} objects of ${history.manifests} manifests; ${history.dataDeletes} data deletes, all of uncommitted objects\n`,
