@@ -4,7 +4,17 @@
  * lease keeper answers the check from its clock alone, without side effects.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import {
+  createServer as createHttpsServer,
+  request as httpsRequest,
+  type Server as HttpsServer,
+} from 'node:https';
 import { createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { connect as tlsConnect } from 'node:tls';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { MemoryCheckpointStore } from '../../src/checkpoint/memory.js';
@@ -12,7 +22,7 @@ import { SlotlakeError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import { LeaseKeeper } from '../../src/runtime/lease.js';
 import { createS3Client } from '../../src/sink/s3.js';
-import { WriteFence } from '../../src/sink/write-fence.js';
+import { fenceSocket, WriteFence } from '../../src/sink/write-fence.js';
 import { waitFor } from '../helpers/wait.js';
 
 const refusedError = () => new SlotlakeError('fenced', { kind: 'lease-lost' });
@@ -116,6 +126,102 @@ describe('write fence', () => {
         else process.env[name] = value;
       }
     }
+  });
+});
+
+describe('write fence over TLS (S3 itself is HTTPS)', () => {
+  // A throwaway self-signed certificate for 127.0.0.1.
+  let dir: string;
+  let server: HttpsServer;
+  let port = 0;
+  const received: string[] = [];
+  const openOnServer = new Set<Socket>();
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'slotlake-fence-tls-'));
+    execFileSync(
+      'openssl',
+      ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=127.0.0.1'].concat([
+        '-keyout',
+        join(dir, 'key.pem'),
+        '-out',
+        join(dir, 'cert.pem'),
+      ]),
+      { stdio: 'ignore' },
+    );
+  });
+  before(async () => {
+    server = createHttpsServer(
+      { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) },
+      (request, response) => {
+        let body = '';
+        request.on('data', (chunk: Buffer) => (body += chunk.toString()));
+        request.on('end', () => {
+          received.push(body);
+          response.end('ok');
+        });
+      },
+    );
+    server.on('connection', (socket: Socket) => {
+      openOnServer.add(socket);
+      socket.on('close', () => openOnServer.delete(socket));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    port = (server.address() as { port: number }).port;
+  });
+  after(() => {
+    server.closeAllConnections();
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const post = (fence: WriteFence, body: string) =>
+    new Promise<string>((resolve, reject) => {
+      const request = httpsRequest(
+        {
+          host: '127.0.0.1',
+          port,
+          method: 'POST',
+          path: '/',
+          agent: fence.agents().httpsAgent,
+          rejectUnauthorized: false,
+        },
+        (response) => {
+          let text = '';
+          response.on('data', (chunk: Buffer) => (text += chunk.toString()));
+          response.on('end', () => resolve(text));
+        },
+      );
+      request.on('error', reject);
+      request.end(body);
+    });
+
+  it('requests go through a fenced HTTPS agent while the fence allows them', async () => {
+    const fence = new WriteFence();
+    fence.arm(() => undefined);
+    assert.equal(await post(fence, 'allowed over tls'), 'ok');
+    assert.ok(received.includes('allowed over tls'));
+  });
+
+  it('bytes written before the handshake are checked when it completes, not merely when TCP connects', async () => {
+    let refuse = false;
+    const fence = new WriteFence();
+    fence.arm(() => (refuse ? refusedError() : undefined));
+    const socket = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false });
+    fenceSocket(socket, fence);
+    const failure = new Promise<Error>((resolve) => socket.once('error', resolve));
+    socket.write('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 25\r\n\r\nheld during the handshake');
+    // The lease "ends" once TCP is connected, while the handshake is still going on.
+    socket.once('connect', () => (refuse = true));
+    const outcome = await Promise.race([
+      failure.then((error) => error.message),
+      waitFor(() => received.includes('held during the handshake'), 'the server to receive it').then(
+        () => 'sent',
+      ),
+    ]);
+    assert.equal(outcome, 'fenced');
+    socket.destroy();
+    await waitFor(() => openOnServer.size === 0, 'the server side of the connection to close');
+    assert.equal(received.includes('held during the handshake'), false);
   });
 });
 
