@@ -6,7 +6,8 @@
  * abandon the batch, delete what it wrote) would delete objects of committed batches.
  *
  * Short runs follow each other under a concurrent write load while the HTTP proxy resets S3 connections at
- * random (seeded; `S3_RESETS_SEED` replays a sequence, `S3_RESETS_ROUNDS` sets the number of runs): a TCP reset
+ * random (seeded; `S3_RESETS_SEED` replays a sequence, `S3_RESETS_ROUNDS` sets the least number of runs; more
+ * follow, up to a bound, until enough resets and commits happened under faults): a TCP reset
  * before the body, in the middle of it, after it, or after S3 applied the request (the response is lost).
  * Every run ends cleanly or fails with one line; none reconnects to Postgres. Then a clean run, and: the archive
  * against the database's own stream, exactly once; every manifest's objects exist and every data object is in
@@ -23,15 +24,19 @@ import {
   useTestStack,
 } from '../helpers/assertions.js';
 import { failureLines, logLines, runCli, type CliResult } from '../helpers/cli.js';
-import type { FaultAction, ProxiedRequest } from '../helpers/http-fault-proxy.js';
+import { s3Key, type FaultAction, type ProxiedRequest } from '../helpers/http-fault-proxy.js';
 import { createReferenceSlot } from '../helpers/reference.js';
 import { startRunProxies, type RunProxies } from '../helpers/run-proxies.js';
-import { assertCommittedObjectsUntouched } from '../helpers/s3-history.js';
+import { assertCommittedObjectsUntouched, operationOf } from '../helpers/s3-history.js';
 import { createPipeline } from '../helpers/stack.js';
 
 const BUCKET = 'acme-postgres-lake';
 const SEED = Number(process.env.S3_RESETS_SEED ?? Date.now() % 1_000_000);
-const ROUNDS = Number(process.env.S3_RESETS_ROUNDS ?? '10');
+const ROUNDS = Number(process.env.S3_RESETS_ROUNDS ?? '16');
+/** The fault phase goes on (up to MAX_ROUNDS runs) until this much happened under faults. */
+const MIN_RESETS = 20;
+const MIN_COMMITS = 5;
+const MAX_ROUNDS = 30;
 
 const local = useTestStack(undefined, { extraBuckets: [BUCKET] });
 
@@ -48,6 +53,7 @@ function random(seed: number): () => number {
 }
 
 type ResetKind = 'before-body' | 'mid-body' | 'after-body' | 'after-applied';
+const PROFILES = ['scattered', 'storm', 'after-commit'] as const;
 const RESET_KINDS: readonly ResetKind[] = ['before-body', 'mid-body', 'after-body', 'after-applied'];
 
 test(`random S3 connection resets, with "postgres" in every name, never delete a committed object (seed ${SEED})`, async () => {
@@ -71,7 +77,14 @@ test(`random S3 connection resets, with "postgres" in every name, never delete a
   const writer = new pg.Client({ connectionString: pipeline.databaseUrl });
   let writing = true;
   let load: Promise<void> | undefined;
-  const tally = { runs: 0, failed: 0, resets: {} as Record<string, number>, requests: 0 };
+  const tally = {
+    runs: 0,
+    failed: 0,
+    profiles: [] as string[],
+    stops: [] as string[],
+    resets: {} as Record<string, number>,
+    requests: 0,
+  };
   try {
     await setup(pipeline);
     const reference = await createReferenceSlot(pipeline);
@@ -94,13 +107,36 @@ test(`random S3 connection resets, with "postgres" in every name, never delete a
     })();
 
     const outcomes: CliResult[] = [];
-    for (let round = 0; round < ROUNDS; round++) {
-      const rate = 0.1 + rand() * 0.4;
-      const budget = `${3 + Math.floor(rand() * 4)}s`;
+    // At least ROUNDS runs, and on until enough happened under faults (a starved machine gives short runs
+    // little time to work): bounded.
+    const resets = () => Object.values(tally.resets).reduce((sum, n) => sum + n, 0);
+    const committedUnderFaults = () =>
+      proxies
+        .flatMap((run) => run.s3Requests())
+        .filter((request) => {
+          const operation = operationOf(request, pipeline.bucket);
+          return (
+            (operation?.kind === 'copy' || operation?.kind === 'put') &&
+            operation.key.startsWith(`${pipeline.prefix}manifests/`) &&
+            request.status === 200
+          );
+        }).length;
+    const enough = () => resets() >= MIN_RESETS && committedUnderFaults() >= MIN_COMMITS;
+    for (let round = 0; round < MAX_ROUNDS && (round < ROUNDS || !enough()); round++) {
+      // Each run gets a fault profile: a few resets anywhere (retries absorb them), a storm anywhere (errors
+      // escape the retries), or a storm on what follows a commit — writing its manifest — where an error taken
+      // for a Postgres connection loss made the reconnect path delete the committed batch's objects. Budgets
+      // are short, so errors also escape for lack of time before the deadline.
+      const profile = PROFILES[Math.floor(rand() * PROFILES.length)]!;
+      const rate = profile === 'scattered' ? 0.1 + rand() * 0.3 : 0.5 + rand() * 0.4;
+      const budget = `${3 + Math.floor(rand() * 5)}s`;
+      const targets = (request: ProxiedRequest): boolean =>
+        profile !== 'after-commit' || (s3Key(request) ?? '').startsWith(`${pipeline.prefix}manifests/`);
       const run = await startRunProxies(local.stack, `run ${round + 1}`);
       proxies.push(run);
+      tally.profiles.push(profile);
       run.s3.inject({
-        match: () => true,
+        match: targets,
         action: (request: ProxiedRequest): FaultAction | undefined => {
           if (rand() >= rate) return undefined;
           const kind = RESET_KINDS[Math.floor(rand() * RESET_KINDS.length)]!;
@@ -129,7 +165,8 @@ test(`random S3 connection resets, with "postgres" in every name, never delete a
       outcomes.push(result);
       tally.runs++;
       tally.requests += run.s3.requests().length;
-      const describe = `round ${round + 1} (seed ${SEED}, rate ${rate.toFixed(2)}, budget ${budget}): ${JSON.stringify(result.summary)}\n${result.stderr}`;
+      tally.stops.push(result.code === 0 ? String(result.summary?.stopReason) : `exit ${result.code}`);
+      const describe = `round ${round + 1} (seed ${SEED}, ${profile} ${rate.toFixed(2)}, budget ${budget}): ${JSON.stringify(result.summary)}\n${result.stderr}`;
       assert.equal(result.killedByTimeout, false, describe);
       assert.equal(result.signal, null, describe);
       if (result.code === 0) {
@@ -155,8 +192,9 @@ test(`random S3 connection resets, with "postgres" in every name, never delete a
       assert.deepEqual(reconnecting, [], `an S3 reset taken for a Postgres connection loss: ${describe}`);
     }
     assert.ok(
-      Object.values(tally.resets).reduce((sum, n) => sum + n, 0) > 0,
-      `some connections were reset: ${JSON.stringify(tally)}`,
+      enough(),
+      `within ${MAX_ROUNDS} runs, at least ${MIN_RESETS} resets and ${MIN_COMMITS} batches committed under ` +
+        `faults: ${resets()} and ${committedUnderFaults()} (${JSON.stringify(tally)})`,
     );
 
     // A clean run, no faults: everything archived exactly once, nothing committed ever touched.
