@@ -29,7 +29,7 @@ import {
   setup,
   useTestStack,
 } from '../helpers/assertions.js';
-import { failureLines, logLines, runCli, startCli, type CliResult } from '../helpers/cli.js';
+import { failureLines, logLines, runCli, startCli, type CliResult, type RunningCli } from '../helpers/cli.js';
 import {
   asProxied,
   dynamoBody,
@@ -104,6 +104,12 @@ async function takeover(variant: 'fenced' | 'frozen'): Promise<void> {
     { SLOTLAKE_LEASE_DURATION: `${LEASE_MS / 1000}s` },
   );
   const proxies: RunProxies[] = [];
+  const children: RunningCli[] = [];
+  const start = (env: Record<string, string>) => {
+    const running = startCli(['run', '--until-caught-up', '--max-duration', '60s'], env);
+    children.push(running);
+    return running;
+  };
   const runProxies = async (name: string) => {
     const started = await startRunProxies(local.stack, name);
     proxies.push(started);
@@ -126,10 +132,7 @@ async function takeover(variant: 'fenced' | 'frozen'): Promise<void> {
         deliverAbandoned: true,
       }),
     });
-    const runA = startCli(
-      ['run', '--until-caught-up', '--max-duration', '60s'],
-      a.env(pipeline, { SLOTLAKE_BATCH_MAX_ROWS: '40', SLOTLAKE_LOG_LEVEL: 'INFO' }),
-    );
+    const runA = start(a.env(pipeline, { SLOTLAKE_BATCH_MAX_ROWS: '40', SLOTLAKE_LOG_LEVEL: 'INFO' }));
     let frozenAtMs: number | undefined;
     let resumedAtMs: number | undefined;
     let resultA: CliResult | undefined;
@@ -172,10 +175,7 @@ async function takeover(variant: 'fenced' | 'frozen'): Promise<void> {
 
     // ---- run B: no faults, batches cut differently ----
     const b = await runProxies('B');
-    const runB = startCli(
-      ['run', '--until-caught-up', '--max-duration', '60s'],
-      b.env(pipeline, { SLOTLAKE_BATCH_MAX_ROWS: '100', SLOTLAKE_LOG_LEVEL: 'INFO' }),
-    );
+    const runB = start(b.env(pipeline, { SLOTLAKE_BATCH_MAX_ROWS: '100', SLOTLAKE_LOG_LEVEL: 'INFO' }));
     if (variant === 'frozen') {
       // Resume A once B's recovery is over: B deleted A's intent keys and cleared the intent.
       await waitFor(
@@ -319,6 +319,13 @@ async function takeover(variant: 'fenced' | 'frozen'): Promise<void> {
     );
     assert.ok(history.dataDeletes > 0 && history.manifests > 0, JSON.stringify(history));
   } finally {
+    // A run left behind by a failed assertion (A may still be stopped): end it, and wait for it.
+    for (const running of children) {
+      if (running.child.exitCode === null && running.child.signalCode === null) {
+        running.child.kill('SIGKILL');
+        await running.result;
+      }
+    }
     await Promise.all(proxies.map((run) => run.stop()));
     await pipeline.close();
   }
