@@ -261,6 +261,30 @@ export class DynamoCheckpointStore implements CheckpointStore {
     await this.updateUnderLease(lease, 'REMOVE intentKeys', {}, 'clearing the intent');
   }
 
+  async clearPendingManifest(lease: Lease, key: string): Promise<void> {
+    try {
+      await this.client.send(
+        new UpdateItemCommand({
+          TableName: this.table,
+          Key: this.key,
+          UpdateExpression: 'REMOVE pendingManifestKey, pendingManifestStagingKey',
+          ConditionExpression: `${HOLDS_LEASE} AND pendingManifestKey = :manifestKey`,
+          ExpressionAttributeValues: { ...leaseValues(lease), ':manifestKey': { S: key } },
+        }),
+      );
+    } catch (error) {
+      if (!(error instanceof ConditionalCheckFailedException))
+        throw classify(error, {
+          ...ORIGIN,
+          what: `clearing the pending manifest in DynamoDB table ${this.table}`,
+        });
+      // Either the lease is gone, or the pending manifest is no longer this one (nothing to do).
+      const item = await this.getItem();
+      if (item?.leaseOwner?.S !== lease.owner || Number(item?.fence?.N) !== lease.fence)
+        throw leaseLostError(this.pipeline, error);
+    }
+  }
+
   async write(
     update: CheckpointUpdate,
     expectedVersion: number | null,

@@ -99,6 +99,11 @@ export class MemoryCheckpointStore implements CheckpointStore {
     this.intent.clear();
   }
 
+  async clearPendingManifest(lease: Lease, key: string): Promise<void> {
+    this.check(lease);
+    if (this.pendingManifest?.key === key) this.pendingManifest = undefined;
+  }
+
   async write(
     update: CheckpointUpdate,
     expectedVersion: number | null,

@@ -144,6 +144,11 @@ export interface CheckpointStore {
   /** Clears the intent (after recovery removed its objects). */
   clearIntent(lease: Lease): Promise<void>;
   /**
+   * Forgets the pending manifest once it is in place (published), so no later run copies it again: only if
+   * the stored one is still `key` (otherwise nothing changes). Throws `lease-lost` when the lease is not ours.
+   */
+  clearPendingManifest(lease: Lease, key: string): Promise<void>;
+  /**
    * Stores `update` and clears the intent, if the lease is still ours and the stored version is still
    * `expectedVersion` (null: no checkpoint yet). Throws `lease-lost` or `checkpoint-conflict` otherwise.
    * Safe to retry: a write that took effect although its response was lost is recognised as ours.

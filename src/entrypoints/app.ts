@@ -13,6 +13,7 @@ import { SlotlakeError } from '../errors.js';
 import { displayName, formatTableName, type TableName } from '../names.js';
 import { NO_SNAPSHOT, report as snapshotReport, type SnapshotReport } from '../snapshot/progress.js';
 import { createS3Client, S3ObjectStore } from '../sink/s3.js';
+import { WriteFence } from '../sink/write-fence.js';
 import type { Deadline } from '../support/deadline.js';
 import { runPipeline, type RunSummary } from '../runtime/run.js';
 import { describeSchema, renderSchema, type SchemaFormat } from '../lake/describe.js';
@@ -38,13 +39,14 @@ export interface RunRequest {
 }
 
 export async function performRun(request: RunRequest): Promise<RunSummary> {
-  const s3 = createS3Client();
+  const fence = new WriteFence();
+  const s3 = createS3Client(fence);
   const dynamo = createDynamoClient();
   try {
     const summary = await runPipeline({
       config: request.config,
       logger: request.logger,
-      objects: new S3ObjectStore(s3, request.config.bucket, request.config.prefix),
+      objects: new S3ObjectStore(s3, request.config.bucket, request.config.prefix, fence),
       checkpoints: new DynamoCheckpointStore(dynamo, request.config.checkpointTable, request.config.pipeline),
       deadline: request.deadline,
       untilCaughtUp: request.untilCaughtUp,

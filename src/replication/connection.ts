@@ -247,6 +247,20 @@ export class ReplicationConnection {
 }
 
 /**
+ * The error of a replication connection that ended while streaming: a source connection loss (origin set, as
+ * the run's reconnect decision goes by it — whichever of the query's failure and the connection's `end` is
+ * noticed first, the run must see the same kind of error).
+ */
+export function connectionClosedError(): SlotlakeError {
+  return new SlotlakeError('the Postgres replication connection closed unexpectedly', {
+    kind: 'source-connection-lost',
+    origin: 'source',
+    retryable: true,
+    hint: 'the next run resumes from the checkpoint',
+  });
+}
+
+/**
  * One START_REPLICATION stream. Frames come out of `next()` in arrival order; `acknowledge()` moves the
  * flush position reported to the server (never backwards); `stop()` ends the stream cleanly.
  */

@@ -106,12 +106,15 @@ function assertForward(current: Checkpoint | null, position: DurablePosition, so
     );
 }
 
-/** Copies a committed batch's staged manifest into `manifests/` and removes the staged copy (idempotent). */
+/**
+ * Copies a committed batch's staged manifest into `manifests/` and removes the staged copy (idempotent).
+ * Returns false when neither copy exists (logged: the manifest is lost; its objects stay in `data/`).
+ */
 export async function publishManifest(
   objects: ObjectStore,
   manifest: { key: string; stagingKey: string },
   options: { deadline: Deadline; signal: AbortSignal; logger: Logger },
-): Promise<void> {
+): Promise<boolean> {
   const retry = { origin: 'object-store' as const, deadline: options.deadline, signal: options.signal };
   const staged = await withRetry(() => objects.exists(manifest.stagingKey, options.signal), {
     ...retry,
@@ -131,7 +134,7 @@ export async function publishManifest(
     options.logger.error('a committed batch has lost its staged manifest and has none in manifests/', {
       manifest: manifest.key,
     });
-    return;
+    return false;
   }
   await withRetry(() => objects.deleteKey(manifest.stagingKey, options.signal), {
     ...retry,
@@ -142,11 +145,14 @@ export async function publishManifest(
       key: manifest.stagingKey,
     });
   });
+  return true;
 }
 
 export class CommitSequence {
   /** Snapshot requests not yet consumed by a checkpoint write. */
   private requestsToConsume: readonly string[];
+  /** The stored pending manifest, once this run has copied it into place (nothing to copy again then). */
+  private published: string | undefined;
 
   constructor(
     private readonly context: CommitContext,
@@ -160,6 +166,14 @@ export class CommitSequence {
   }
 
   /**
+   * The key of the pending manifest stored in the checkpoint item, when this run has already published it:
+   * the run forgets it before giving the lease up, so that no later run spends requests copying it again.
+   */
+  get publishedPendingManifest(): string | undefined {
+    return this.published;
+  }
+
+  /**
    * Estimated time for the steps around the uploads: the intent and checkpoint writes, staging the manifest
    * and copying it into place (the upload estimate comes from the batch).
    */
@@ -170,12 +184,15 @@ export class CommitSequence {
 
   /**
    * Makes `batch` durable and moves the checkpoint and the slot to `position`.
-   * `position` must cover exactly what the batch (and earlier batches) archived.
+   * `position` must cover exactly what the batch (and earlier batches) archived. `onCheckpointed` hears of the
+   * batch as soon as its checkpoint is stored (before the manifest is copied and the position acknowledged),
+   * so a batch is counted as committed even when a later step of its sequence fails.
    */
   async commit<R>(
     batch: BatchWriter<R>,
     position: DurablePosition,
     counts: BatchCounts,
+    onCheckpointed: (result: CommitResult) => void = () => undefined,
   ): Promise<CommitResult> {
     const { objects: store, checkpoints, logger, deadline, signal, speed } = this.context;
     const started = performance.now();
@@ -227,6 +244,8 @@ export class CommitSequence {
     if (!samePosition(this.current, position) || pending || this.requestsToConsume.length > 0) {
       const expected = this.current?.version ?? null;
       batch.checkpointBegun = true;
+      // Whatever the write's outcome, the stored pending manifest is no longer one this run published.
+      this.published = undefined;
       const checkpointStarted = performance.now();
       const previous = this.current;
       const consumed = this.requestsToConsume;
@@ -259,9 +278,16 @@ export class CommitSequence {
       speed.recordCommit(performance.now() - checkpointStarted);
       killPoint('after-checkpoint');
     }
+    onCheckpointed({
+      checkpoint: this.current,
+      objects: archived,
+      bytes,
+      rows,
+      flushMs: Math.round(performance.now() - started),
+    });
     // 4. Manifest into place.
     if (pending) {
-      await publishManifest(store, pending, { deadline, signal, logger });
+      if (await publishManifest(store, pending, { deadline, signal, logger })) this.published = pending.key;
       killPoint('after-manifest');
     }
     // 5. Acknowledge — only while the lease is surely ours (a fenced run acknowledges nothing more).

@@ -7,7 +7,10 @@
  * from `expiresAtMs - fenceMarginMs` on, unless a renewal moved the expiry, the lease *may* have run out
  * (another run may take it once it has), and the keeper
  *   - aborts its `signal` — every upload, intent write and checkpoint write in flight is cancelled,
- *   - refuses new uploads and acknowledgements (`assertHeld()` throws `lease-lost`).
+ *   - refuses new uploads and acknowledgements (`assertHeld()` throws `lease-lost`),
+ *   - has the object store refuse every byte still to be sent (`writeRefusal()`, checked at each socket
+ *     write — a process frozen between a check and its send resumes with this timer overdue and must not
+ *     send; sink/write-fence.ts).
  * A renewal that is refused (another run took over) does the same at once. A renewal that hangs simply
  * never moves the expiry, so the fence still comes in time. The run that takes over waits for the old
  * expiry plus a grace before deleting anything the old run may have been writing (runtime/recovery.ts);
@@ -82,19 +85,36 @@ export class LeaseKeeper {
 
   /** Throws `lease-lost` unless the lease is surely ours (checked on this process's clock too). */
   assertHeld(): void {
-    if (this.lostError === undefined && this.clock.nowMs() >= this.fenceAtMs) {
-      this.lose(
-        new SlotlakeError(
-          `the pipeline lease may have expired (no renewal since it was due to run out at ${new Date(this.current.expiresAtMs).toISOString()})`,
-          {
-            kind: 'lease-lost',
-            origin: 'checkpoint-store',
-            hint: 'DynamoDB could not renew the lease in time; this run stopped writing and acknowledged nothing more, the next run resumes',
-          },
-        ),
-      );
-    }
+    if (this.lostError === undefined && this.clock.nowMs() >= this.fenceAtMs)
+      this.lose(this.mayHaveExpired());
     if (this.lostError) throw this.lostError;
+  }
+
+  /**
+   * Why this run must not write now — the lease is lost, given up, or past its fence on this process's clock —
+   * or undefined while it may. No side effects and no throw: the object store's write fence asks it at every
+   * socket write (sink/write-fence.ts); the fence timer and `assertHeld` report the loss.
+   */
+  writeRefusal(): SlotlakeError | undefined {
+    if (this.lostError) return this.lostError;
+    if (this.released)
+      return new SlotlakeError('this run gave the pipeline lease up', {
+        kind: 'lease-lost',
+        origin: 'checkpoint-store',
+      });
+    if (this.clock.nowMs() >= this.fenceAtMs) return this.mayHaveExpired();
+    return undefined;
+  }
+
+  private mayHaveExpired(): SlotlakeError {
+    return new SlotlakeError(
+      `the pipeline lease may have expired (no renewal since it was due to run out at ${new Date(this.current.expiresAtMs).toISOString()})`,
+      {
+        kind: 'lease-lost',
+        origin: 'checkpoint-store',
+        hint: 'DynamoDB could not renew the lease in time; this run stopped writing and acknowledged nothing more, the next run resumes',
+      },
+    );
   }
 
   private armFence(): void {

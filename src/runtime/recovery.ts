@@ -9,7 +9,9 @@
  *   plus a grace for clock skew and bytes already on the wire — a late upload can then no longer land after
  *   the deletion (docs/exactly-once.md, "Fenced uploads").
  * - **A pending manifest** belongs to a committed batch whose manifest may not have reached `manifests/`: it is
- *   copied from staging again (idempotent).
+ *   copied from staging again (idempotent), then forgotten in the checkpoint item — otherwise every later run
+ *   would copy it again until the next checkpoint, which against a slow store can take a run's whole budget,
+ *   run after run.
  * Deleting a key that does not exist is a no-op, so a crash during recovery is repaired by the next recovery.
  */
 import type { Acquisition } from '../checkpoint/store.js';
@@ -81,10 +83,16 @@ export async function deleteUncommitted(
   return deleted;
 }
 
+/** The checkpoint-item writes recovery makes under the lease. */
+export interface RecoveryWrites {
+  readonly clearIntent: () => Promise<void>;
+  readonly clearPendingManifest: (key: string) => Promise<void>;
+}
+
 export async function recover(
   acquisition: Extract<Acquisition, { acquired: true }>,
   context: RecoveryContext,
-  clearIntent: () => Promise<void>,
+  writes: RecoveryWrites,
 ): Promise<RecoveryResult> {
   const { logger, clock, deadline, signal } = context;
   let deletedObjects = 0;
@@ -109,11 +117,18 @@ export async function recover(
     logger.warn('an earlier run stopped before committing a batch; removing its objects', {
       objects: acquisition.intentKeys.length,
     });
-    deletedObjects = await deleteUncommitted(acquisition.intentKeys, context, clearIntent);
+    deletedObjects = await deleteUncommitted(acquisition.intentKeys, context, writes.clearIntent);
   }
-  if (acquisition.pendingManifest) {
+  const pending = acquisition.pendingManifest;
+  if (pending) {
     context.lease.assertHeld();
-    await publishManifest(context.objects, acquisition.pendingManifest, { deadline, signal, logger });
+    if (await publishManifest(context.objects, pending, { deadline, signal, logger }))
+      await withRetry(() => writes.clearPendingManifest(pending.key), {
+        what: 'clearing the published pending manifest',
+        origin: 'checkpoint-store',
+        deadline,
+        signal,
+      });
   }
   return { deletedObjects, completed: true };
 }

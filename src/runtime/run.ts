@@ -102,6 +102,8 @@ class PipelineRun {
   private readonly summary: RunSummary;
   private speed = new StoreSpeedMeter();
   private keeper: LeaseKeeper | undefined;
+  /** The run's commit sequence, once streaming began. */
+  private commits: CommitSequence | undefined;
   /** Aborted at the deadline's cutoff or the lease's fence. */
   private signal: AbortSignal;
   /** The configured status interval, shortened to a third of the server's wal_sender_timeout. */
@@ -138,11 +140,15 @@ class PipelineRun {
   async run(): Promise<RunSummary> {
     const { config, logger, deadline } = this;
     armKillPoint(config.killAt);
-    await withRetry(() => this.options.objects.checkBucket(), {
-      what: 'checking the S3 bucket',
-      origin: 'object-store',
-      deadline,
-    });
+    let bucketCheckMs = 0;
+    await withRetry(
+      async () => {
+        const started = this.clock.nowMs();
+        await this.options.objects.checkBucket();
+        bucketCheckMs = this.clock.nowMs() - started;
+      },
+      { what: 'checking the S3 bucket', origin: 'object-store', deadline },
+    );
     const acquisition = await withRetry(
       () => this.options.checkpoints.acquire(this.runId, config.leaseDurationMs, this.clock.nowMs()),
       { what: 'acquiring the pipeline lease', origin: 'checkpoint-store', deadline },
@@ -162,6 +168,8 @@ class PipelineRun {
     }
     killPoint('after-lease');
     this.speed = new StoreSpeedMeter(acquisition.speed);
+    // The bucket check was an S3 request like any other: against a slow store, this run knows it at once.
+    this.speed.recordRequestAtLeast(bucketCheckMs);
     const keeper = new LeaseKeeper(
       acquisition.lease,
       this.options.checkpoints,
@@ -170,6 +178,8 @@ class PipelineRun {
       logger,
     );
     this.keeper = keeper;
+    // Every byte this run sends to the object store from now on is checked against the lease when it leaves.
+    this.options.objects.fenceWrites(() => keeper.writeRefusal());
     this.signal = AbortSignal.any([deadline.signal, keeper.signal]);
     this.summary.lease = {
       fence: acquisition.lease.fence,
@@ -192,12 +202,17 @@ class PipelineRun {
     } finally {
       await rm(this.spoolDir, { recursive: true, force: true }).catch(() => undefined);
       const speed = this.speed.snapshot();
+      const published = this.commits?.publishedPendingManifest;
       // Uploads cut at the deadline's cutoff may still complete on S3's side: keep the owner recorded so the
       // next run waits out this lease (plus the takeover grace) before removing this run's intent.
       const cutInFlight = this.signal.aborted;
-      await keeper.release((lease) =>
-        this.options.checkpoints.release(lease, speed, cutInFlight ? this.clock.nowMs() : undefined),
-      );
+      await keeper.release(async (lease) => {
+        // A manifest already in place needs no copying by the next run (against a slow store, copying it
+        // again can take the next run's whole budget).
+        if (published !== undefined)
+          await this.options.checkpoints.clearPendingManifest(lease, published).catch(() => undefined);
+        await this.options.checkpoints.release(lease, speed, cutInFlight ? this.clock.nowMs() : undefined);
+      });
       this.summary.lease.releasedAtMs = Date.now();
       this.summary.lease.renewals = keeper.renewals;
     }
@@ -219,7 +234,10 @@ class PipelineRun {
         logger,
         clock: this.clock,
       },
-      () => this.options.checkpoints.clearIntent(keeper.lease),
+      {
+        clearIntent: () => this.options.checkpoints.clearIntent(keeper.lease),
+        clearPendingManifest: (key) => this.options.checkpoints.clearPendingManifest(keeper.lease, key),
+      },
     );
     this.summary.recoveredObjects += recovery.deletedObjects;
     if (!recovery.completed) {
@@ -279,7 +297,7 @@ class PipelineRun {
             maxChunkRows: config.snapshotChunkRows,
           });
         }
-        const commits = new CommitSequence(
+        const commits = (this.commits = new CommitSequence(
           {
             objects: this.options.objects,
             checkpoints: this.options.checkpoints,
@@ -296,7 +314,7 @@ class PipelineRun {
             mergedSnapshotRequests: requests.merged,
           },
           checkpoint,
-        );
+        ));
         if (config.format === 'parquet')
           await this.streamWithReconnects(
             parquetRecords(config.parquetCompression),
@@ -519,7 +537,6 @@ class PipelineRun {
           summary.changes += result.rows;
           summary.transactions += counts.transactions;
           summary.skippedTransactions += counts.skipped;
-          summary.flushMs += result.flushMs;
           if (result.checkpoint) {
             summary.checkpoint = formatLsn(result.checkpoint.lsn);
             summary.partial = result.checkpoint.partial
@@ -531,6 +548,7 @@ class PipelineRun {
           }
           this.options.onBatch?.(summary);
         },
+        onFlushed: (flushMs) => (this.summary.flushMs += flushMs),
         onFramesRead: () => undefined,
       },
     });

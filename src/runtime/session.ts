@@ -100,7 +100,10 @@ const KEEPALIVE_REQUEST_INTERVAL_MS = 200;
 
 /** What the session reports to the run as batches commit. */
 export interface SessionCounters {
+  /** A batch's checkpoint is stored (reported then, even if copying its manifest fails afterwards). */
   onCommitted(result: CommitResult, counts: { transactions: number; skipped: number }): void;
+  /** Time spent in one commit sequence, whether it completed or not. */
+  onFlushed(flushMs: number): void;
   onFramesRead(statusUpdates: number, readPauses: number): void;
 }
 
@@ -485,11 +488,18 @@ export class ReplicationSession<R> {
   /** Commits the current batch (at the assembler's durable position by default) and starts a new one. */
   private async commitBatch(position = this.durablePosition()): Promise<void> {
     const transactions = this.batchTransactions;
-    const result = await this.options.commits.commit(this.batch, position, {
-      transactions,
-      changes: this.batch.rows,
-    });
-    this.options.counters.onCommitted(result, { transactions, skipped: this.batchSkipped });
+    const skipped = this.batchSkipped;
+    const started = performance.now();
+    try {
+      await this.options.commits.commit(
+        this.batch,
+        position,
+        { transactions, changes: this.batch.rows },
+        (result) => this.options.counters.onCommitted(result, { transactions, skipped }),
+      );
+    } finally {
+      this.options.counters.onFlushed(Math.round(performance.now() - started));
+    }
     this.batchTransactions = 0;
     this.batchSkipped = 0;
     this.assembler.batchCommitted();

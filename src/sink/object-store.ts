@@ -4,8 +4,11 @@
  * An object exists only once its write completed (S3's PUT and CompleteMultipartUpload are atomic), so a
  * crash mid-write leaves nothing partial. Every call takes an optional AbortSignal: the run aborts what is in
  * flight when its deadline's hard end or its lease's fence arrives, so that no write of a run can land after
- * the run stopped owning the pipeline (docs/exactly-once.md, "Fenced uploads"). Failures are SlotlakeErrors
- * whose origin is `object-store`; an aborted call rejects with the signal's reason.
+ * the run stopped owning the pipeline (docs/exactly-once.md, "Fenced uploads"). A signal fires on a timer,
+ * though, and a process frozen between a check and its send resumes with its timers overdue: so the run also
+ * arms a write fence, which the store checks at the last moment a write can still be stopped (for S3, at each
+ * write to a socket). Failures are SlotlakeErrors whose origin is `object-store`; an aborted call rejects with
+ * the signal's reason.
  */
 
 export interface ObjectStore {
@@ -35,4 +38,9 @@ export interface ObjectStore {
   list(prefix: string, signal?: AbortSignal): Promise<string[]>;
   /** Fails fast with a clear error when the bucket is missing or not ours to write. */
   checkBucket(): Promise<void>;
+  /**
+   * From now on every call is refused (fails with the returned error) when `refusal` returns one at the last
+   * moment the call can still be stopped from reaching the store — not merely when the call starts.
+   */
+  fenceWrites(refusal: () => Error | undefined): void;
 }

@@ -5,8 +5,10 @@
  * small files, a multipart upload with bounded part buffers for large ones). An object exists in S3 only
  * once its upload completes, so a crash mid-upload leaves no partial object (at most an incomplete
  * multipart upload, which the bucket's lifecycle rule aborts). Every call takes the run's AbortSignal, so a
- * deadline or a lost lease cancels what is in flight. A custom endpoint (`AWS_ENDPOINT_URL_S3`) implies
- * path-style addressing and checksums only where required (S3-compatible servers).
+ * deadline or a lost lease cancels what is in flight; and every byte the client sends passes the run's write
+ * fence first (sink/write-fence.ts), so a process frozen mid-request cannot land a write after its lease ended.
+ * A custom endpoint (`AWS_ENDPOINT_URL_S3`) implies path-style addressing and checksums only where required
+ * (S3-compatible servers).
  */
 import { createReadStream } from 'node:fs';
 import {
@@ -24,13 +26,15 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { classify, SlotlakeError } from '../errors.js';
 import type { ObjectStore } from './object-store.js';
+import { WriteFence, type WriteRefusal } from './write-fence.js';
 
 /** lib-storage part size: the minimum S3 allows; parts are buffered, so smaller parts mean less memory. */
 const UPLOAD_PART_BYTES = 5 * 1024 * 1024;
 /** Parts of one object in flight at once (memory: this many parts buffered per object). */
 const UPLOAD_PART_CONCURRENCY = 2;
 
-export function createS3Client(): S3Client {
+/** An S3 client whose sockets check `fence` on every write (unarmed, it lets everything through). */
+export function createS3Client(fence: WriteFence = new WriteFence()): S3Client {
   const endpoint = process.env.AWS_ENDPOINT_URL_S3 ?? process.env.AWS_ENDPOINT_URL;
   return new S3Client({
     ...(endpoint
@@ -43,7 +47,12 @@ export function createS3Client(): S3Client {
       : {}),
     maxAttempts: 1, // retries go through the project's own classify()-driven policy
     // A stalled connection must fail (and be retried) rather than hang the run past its deadline.
-    requestHandler: { connectionTimeout: 5_000, requestTimeout: 60_000, throwOnRequestTimeout: true },
+    requestHandler: {
+      connectionTimeout: 5_000,
+      requestTimeout: 60_000,
+      throwOnRequestTimeout: true,
+      ...fence.agents(),
+    },
   });
 }
 
@@ -54,11 +63,25 @@ function isNotFound(error: unknown): boolean {
 }
 
 export class S3ObjectStore implements ObjectStore {
+  /**
+   * @param fence the write fence `client` was created with (createS3Client), armed by `fenceWrites`; without
+   *   one, this store cannot fence its writes and refuses to pretend it does
+   */
   constructor(
     readonly client: S3Client,
     readonly bucket: string,
     readonly prefix: string,
+    private readonly fence?: WriteFence,
   ) {}
+
+  fenceWrites(refusal: WriteRefusal): void {
+    if (!this.fence)
+      throw new SlotlakeError('this S3 client was created without a write fence', {
+        kind: 'internal',
+        hint: 'a bug: create the client with createS3Client(fence) and pass the same fence to S3ObjectStore',
+      });
+    this.fence.arm(refusal);
+  }
 
   get location(): string {
     return `s3://${this.bucket}/${this.prefix}`;

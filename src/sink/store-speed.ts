@@ -5,7 +5,8 @@
  * before its deadline. The flush time is estimated from what was measured: S3 request latency (small
  * objects), S3 throughput (large ones) and the checkpoint store's write latency, each an exponentially
  * weighted average. A request that was cancelled at the deadline still teaches something: it took at least
- * that long, so the latency rises and the throughput falls accordingly. The figures are stored with the
+ * that long, so the latency rises and the throughput falls accordingly; and any request the run makes before
+ * its first upload (the bucket check) bounds the latency from below. The figures are stored with the
  * checkpoint (and at lease release), so the next run starts from them instead of optimistic priors — a run
  * against a slow store stops reading early enough to make progress, however slow the store is.
  */
@@ -49,6 +50,14 @@ export class StoreSpeedMeter {
       this.uploadBytesPerMs = this.blend(this.uploadBytesPerMs, rate, first);
     }
     this.uploadSamples++;
+  }
+
+  /**
+   * A request without a body (the bucket check) took `elapsedMs`: a small upload takes at least as long. Raises
+   * the latency to it, never lowers it, and is no sample of its own (the next upload's still counts in full).
+   */
+  recordRequestAtLeast(elapsedMs: number): void {
+    this.requestLatencyMs = Math.max(this.requestLatencyMs, elapsedMs);
   }
 
   /** An upload of `bytes` cancelled after `elapsedMs`: it would have taken longer than that. */

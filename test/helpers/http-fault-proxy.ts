@@ -6,16 +6,30 @@
  * Rules are checked in the order they were injected; the first one that matches and has uses left applies
  * and uses one up. Faults:
  * - `status`: answer with this status/body/headers, never reaching the target (see `s3Error`, `dynamoError`);
- * - `delay`: wait, then forward;
+ * - `delay`: wait (`ms`, or until the clock reads `untilMs`), then forward. With `deliverAbandoned` the body
+ *   is read in full first and the request reaches the target after the wait even if the client has given
+ *   up meanwhile — bytes already on the wire when a client stopped (or froze) still land;
  * - `reset`: destroy the client's socket without a response;
+ * - `reset-mid-request`: reset the client's connection (TCP RST) once `afterBodyBytes` bytes of the body
+ *   arrived (at once for 0, at the end for a shorter body); nothing reaches the target;
  * - `after-forward-reset`: forward, let the target answer in full (so the request takes effect), then
- *   destroy the client's socket instead of answering — the "did it happen?" ambiguity.
- * For `status` and the resets the request body is read to its end first, so the client always sees the
+ *   destroy the client's socket instead of answering — the "did it happen?" ambiguity;
+ * - `hang`: never forward, never answer: the request is held until the client gives up or the proxy stops.
+ * For `status`, `reset` and `hang` the request body is read to its end first, so the client always sees the
  * fault after it finished sending (deterministic errors, and keep-alive framing stays intact).
+ * A rule's action may also be a function of the request, deciding per request (undefined: no fault).
+ *
+ * Every request is logged with the MD5 of its body and when it arrived, reached the target and was answered
+ * (clock time, and a process-wide event order that totally orders events across proxies of one process), so
+ * a test can reconstruct what each process did to the store, and when. With `bufferRequests` the proxy reads
+ * each body in full before matching (matchers and the log then see `body`); meant for small bodies
+ * (DynamoDB's JSON).
  */
+import { createHash } from 'node:crypto';
 import { Agent, createServer, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { finished } from 'node:stream/promises';
+import { Transform } from 'node:stream';
+import { systemClock } from '../../src/support/deadline.js';
 
 export interface ProxiedRequest {
   readonly method: string;
@@ -24,21 +38,32 @@ export interface ProxiedRequest {
   /** The query string without the leading `?` ('' when none). */
   readonly query: string;
   readonly headers: IncomingHttpHeaders;
+  /** The whole request body, when the proxy buffers requests (`bufferRequests`). */
+  readonly body?: Buffer;
 }
 
 export type RequestMatcher = (req: ProxiedRequest) => boolean;
 
 export type FaultAction =
   | { kind: 'status'; status: number; body?: string; headers?: Record<string, string> }
-  | { kind: 'delay'; ms: number }
+  | { kind: 'delay'; ms?: number; untilMs?: number; deliverAbandoned?: boolean }
   | { kind: 'reset' }
-  | { kind: 'after-forward-reset' };
+  | { kind: 'reset-mid-request'; afterBodyBytes: number }
+  | { kind: 'after-forward-reset' }
+  | { kind: 'hang' };
 
 export interface FaultRule {
   match: RequestMatcher;
   /** How many matching requests to fault; default: all of them. */
   times?: number;
-  action: FaultAction;
+  /** The fault, or a function choosing it per request (undefined: forward this one untouched). */
+  action: FaultAction | ((req: ProxiedRequest) => FaultAction | undefined);
+}
+
+/** When something happened: clock time (ms since the epoch) and the process-wide event order. */
+export interface ProxyEvent {
+  readonly atMs: number;
+  readonly order: number;
 }
 
 export interface RequestLog {
@@ -47,29 +72,53 @@ export interface RequestLog {
   readonly query: string;
   /** DynamoDB's operation header (`x-amz-target`, e.g. `DynamoDB_20120810.PutItem`), if any. */
   readonly target: string | undefined;
+  /** S3 CopyObject's source (`x-amz-copy-source`, decoded), if any. */
+  readonly copySource: string | undefined;
   /** The fault applied to this request, if any. */
   readonly fault: FaultAction['kind'] | undefined;
   /**
    * The status of the response: the injected one, or the target's (also for `after-forward-reset`, where
-   * the client never sees it). Undefined while pending, for `reset`, and when the target was unreachable.
+   * the client never sees it). Undefined while pending, for resets and hangs, and when the target was
+   * unreachable.
    */
   status: number | undefined;
+  /** The request's headers arrived. */
+  readonly received: ProxyEvent;
+  /** The request started on its way to the target (never, for faults that do not forward). */
+  forwarded: ProxyEvent | undefined;
+  /** The target's response headers arrived (the request took effect). */
+  answered: ProxyEvent | undefined;
+  /** MD5 (hex) of the body, once it was received in full; undefined if it never was. */
+  bodyMd5: string | undefined;
+  /** Body bytes received so far. */
+  bodyBytes: number;
+  /** The body, when the proxy buffers requests. */
+  body: Buffer | undefined;
 }
 
 export interface HttpFaultProxyOptions {
   /** The server to forward to, e.g. `http://127.0.0.1:4569`. */
   readonly target: string;
+  /** Read every request body in full before matching, and keep it in the log (small bodies only). */
+  readonly bufferRequests?: boolean;
 }
 
 export interface HttpFaultProxy {
   /** Base URL for the SDK's `endpoint`. */
   readonly endpoint: string;
-  /** Every request so far, oldest first (a copy; `status` is filled in as responses happen). */
+  /** Every request so far, oldest first (a copy; entries are filled in as the requests progress). */
   requests(): RequestLog[];
   inject(rule: FaultRule): void;
   /** Removes every rule (the request log is kept). */
   clear(): void;
   stop(): Promise<void>;
+}
+
+let eventOrder = 0;
+
+/** Now, on the clock slotlake uses, with the next process-wide event order. */
+export function proxyEvent(): ProxyEvent {
+  return { atMs: systemClock.nowMs(), order: ++eventOrder };
 }
 
 // Hop-by-hop headers belong to one connection, not to the request; everything else is passed on verbatim.
@@ -90,6 +139,15 @@ interface ActiveRule {
   remaining: number;
 }
 
+function decodeHeader(value: string | string[] | undefined): string | undefined {
+  if (typeof value !== 'string') return undefined;
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
+}
+
 export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promise<HttpFaultProxy> {
   const target = new URL(options.target);
   if (target.protocol !== 'http:') throw new Error(`http fault proxy: only http targets (${options.target})`);
@@ -100,13 +158,67 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
   const rules: ActiveRule[] = [];
   const log: RequestLog[] = [];
   const timers = new Set<NodeJS.Timeout>();
+  let stopped = false;
 
-  const drain = async (req: IncomingMessage): Promise<void> => {
-    req.resume();
-    await finished(req).catch(() => undefined);
+  /** Counts and hashes the body as it passes; records the MD5 once it ended. */
+  const hashing = (entry: RequestLog): Transform => {
+    const hash = createHash('md5');
+    return new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        hash.update(chunk);
+        entry.bodyBytes += chunk.length;
+        callback(null, chunk);
+      },
+      flush(callback) {
+        entry.bodyMd5 = hash.digest('hex');
+        callback();
+      },
+    });
   };
 
-  const forward = (req: IncomingMessage, res: ServerResponse, entry: RequestLog, resetAfter: boolean) => {
+  /** Reads the whole body (hashing it); undefined when the client went away first. */
+  const readBody = (req: IncomingMessage, entry: RequestLog): Promise<Buffer | undefined> =>
+    new Promise((resolve) => {
+      if (entry.body !== undefined) {
+        resolve(entry.body);
+        return;
+      }
+      const chunks: Buffer[] = [];
+      const tap = hashing(entry);
+      tap.on('data', (chunk: Buffer) => chunks.push(chunk));
+      tap.on('end', () => resolve(Buffer.concat(chunks)));
+      req.on('error', () => resolve(undefined));
+      req.on('close', () => {
+        if (!req.complete) resolve(undefined);
+      });
+      req.pipe(tap);
+    });
+
+  const wait = (ms: number): Promise<void> =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(
+        () => {
+          timers.delete(timer);
+          resolve();
+        },
+        Math.max(0, ms),
+      );
+      timers.add(timer);
+    });
+
+  /**
+   * Sends the request to the target and its answer back. `body`: the already-read body (else the request
+   * is streamed through). `resetAfter`: destroy the client's socket instead of answering. `detached`: the
+   * client may be gone; the request still goes to the target in full.
+   */
+  const forward = (
+    req: IncomingMessage,
+    res: ServerResponse,
+    entry: RequestLog,
+    mode: { body?: Buffer; resetAfter?: boolean; detached?: boolean },
+  ) => {
+    if (stopped) return;
+    entry.forwarded = proxyEvent();
     const upstream = httpRequest({
       host: target.hostname,
       port: targetPort,
@@ -115,12 +227,16 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
       headers: endToEndHeaders(req.rawHeaders),
       agent,
     });
+    const clientGone = () => res.destroyed || req.socket.destroyed;
     upstream.on('response', (answer) => {
+      entry.answered = proxyEvent();
       entry.status = answer.statusCode;
-      if (resetAfter) {
+      if (mode.resetAfter || clientGone()) {
         answer.resume();
-        answer.on('end', () => req.socket.destroy());
-        answer.on('error', () => req.socket.destroy());
+        if (mode.resetAfter) {
+          answer.on('end', () => req.socket.destroy());
+          answer.on('error', () => req.socket.destroy());
+        }
         return;
       }
       res.writeHead(answer.statusCode ?? 502, answer.statusMessage, endToEndHeaders(answer.rawHeaders));
@@ -128,7 +244,7 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
       answer.on('error', () => res.destroy());
     });
     upstream.on('error', (error) => {
-      if (res.headersSent || resetAfter) {
+      if (res.headersSent || mode.resetAfter || clientGone()) {
         res.destroy();
         return;
       }
@@ -136,11 +252,13 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
       res.writeHead(502, { 'content-type': 'text/plain' });
       res.end(`http fault proxy: target ${options.target} failed: ${error.message}\n`);
     });
-    // The client went away before the answer was complete: abandon the upstream request too.
+    // The client went away before the answer was complete: abandon the upstream request too — unless the
+    // request was already read in full and is delivered regardless.
     res.on('close', () => {
-      if (!res.writableFinished && !resetAfter) upstream.destroy();
+      if (!res.writableFinished && !mode.resetAfter && !mode.detached) upstream.destroy();
     });
-    req.pipe(upstream);
+    if (mode.body !== undefined) upstream.end(mode.body);
+    else req.pipe(hashing(entry)).pipe(upstream);
   };
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
@@ -148,28 +266,50 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
     const q = url.indexOf('?');
     const path = q === -1 ? url : url.slice(0, q);
     const query = q === -1 ? '' : url.slice(q + 1);
-    const info: ProxiedRequest = { method: req.method ?? 'GET', path, query, headers: req.headers };
     const targetHeader = req.headers['x-amz-target'];
-
-    const active = rules.find((candidate) => candidate.remaining > 0 && candidate.rule.match(info));
-    if (active) active.remaining--;
-    const action = active?.rule.action;
     const entry: RequestLog = {
-      method: info.method,
+      method: req.method ?? 'GET',
       path,
       query,
       target: typeof targetHeader === 'string' ? targetHeader : undefined,
-      fault: action?.kind,
+      copySource: decodeHeader(req.headers['x-amz-copy-source']),
+      fault: undefined,
       status: undefined,
+      received: proxyEvent(),
+      forwarded: undefined,
+      answered: undefined,
+      bodyMd5: undefined,
+      bodyBytes: 0,
+      body: undefined,
     };
     log.push(entry);
+    if (options.bufferRequests) {
+      const body = await readBody(req, entry);
+      if (body === undefined) return;
+      entry.body = body;
+    }
+    const info: ProxiedRequest = {
+      method: entry.method,
+      path,
+      query,
+      headers: req.headers,
+      ...(entry.body !== undefined ? { body: entry.body } : {}),
+    };
+
+    let action: FaultAction | undefined;
+    const active = rules.find((candidate) => candidate.remaining > 0 && candidate.rule.match(info));
+    if (active) {
+      active.remaining--;
+      action = typeof active.rule.action === 'function' ? active.rule.action(info) : active.rule.action;
+    }
+    (entry as { fault: FaultAction['kind'] | undefined }).fault = action?.kind;
 
     switch (action?.kind) {
       case undefined:
-        forward(req, res, entry, false);
+        forward(req, res, entry, { ...(entry.body !== undefined ? { body: entry.body } : {}) });
         return;
       case 'status': {
-        await drain(req);
+        await readBody(req, entry);
         const body = action.body ?? '';
         entry.status = action.status;
         res.writeHead(action.status, {
@@ -179,22 +319,45 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
         res.end(body);
         return;
       }
-      case 'delay':
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(() => {
-            timers.delete(timer);
-            resolve();
-          }, action.ms);
-          timers.add(timer);
-        });
-        if (!req.socket.destroyed) forward(req, res, entry, false);
+      case 'delay': {
+        const body = action.deliverAbandoned ? await readBody(req, entry) : entry.body;
+        if (action.deliverAbandoned && body === undefined) return;
+        const ms = action.untilMs !== undefined ? action.untilMs - systemClock.nowMs() : (action.ms ?? 0);
+        await wait(ms);
+        if (action.deliverAbandoned || !req.socket.destroyed)
+          forward(req, res, entry, {
+            ...(body !== undefined ? { body } : {}),
+            detached: action.deliverAbandoned === true,
+          });
         return;
+      }
       case 'reset':
-        await drain(req);
+        await readBody(req, entry);
         req.socket.destroy();
         return;
+      case 'reset-mid-request': {
+        const limit = action.afterBodyBytes;
+        const cut = () => req.socket.resetAndDestroy();
+        if (limit <= 0 || entry.body !== undefined) {
+          cut();
+          return;
+        }
+        req.on('data', (chunk: Buffer) => {
+          entry.bodyBytes += chunk.length;
+          if (entry.bodyBytes >= limit) cut();
+        });
+        req.on('end', cut);
+        req.on('error', () => undefined);
+        return;
+      }
       case 'after-forward-reset':
-        forward(req, res, entry, true);
+        forward(req, res, entry, {
+          ...(entry.body !== undefined ? { body: entry.body } : {}),
+          resetAfter: true,
+        });
+        return;
+      case 'hang':
+        await readBody(req, entry);
         return;
     }
   };
@@ -212,6 +375,8 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
   // Keep-alive towards the client: never close an idle connection first (the SDK could be sending the next
   // request on it at that moment and see ECONNRESET). The client closes its connections, or stop() does.
   server.keepAliveTimeout = 600_000;
+  // A held request (`hang`, a long `delay`) must not be cut by Node's own request timeout.
+  server.requestTimeout = 0;
 
   const port = await new Promise<number>((resolve, reject) => {
     server.once('error', reject);
@@ -234,6 +399,7 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
       rules.length = 0;
     },
     stop() {
+      stopped = true;
       for (const timer of timers) clearTimeout(timer);
       timers.clear();
       return new Promise<void>((resolve) => {
@@ -242,6 +408,17 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
         agent.destroy();
       });
     },
+  };
+}
+
+/** A logged request as matchers see it (headers: only DynamoDB's operation), to reuse matchers on the log. */
+export function asProxied(request: RequestLog): ProxiedRequest {
+  return {
+    method: request.method,
+    path: request.path,
+    query: request.query,
+    headers: request.target === undefined ? {} : { 'x-amz-target': request.target },
+    ...(request.body !== undefined ? { body: request.body } : {}),
   };
 }
 
@@ -275,7 +452,7 @@ export function dynamoError(type: string, status = 400, message = `injected ${ty
 // ---- matchers ----------------------------------------------------------------------------------------
 
 /** The object key of a path-style S3 request (`/bucket/key`), decoded; undefined for bucket-level requests. */
-export function s3Key(req: ProxiedRequest): string | undefined {
+export function s3Key(req: { readonly path: string }): string | undefined {
   const slash = req.path.indexOf('/', 1);
   if (slash === -1 || slash === req.path.length - 1) return undefined;
   const raw = req.path.slice(slash + 1);
@@ -355,5 +532,89 @@ export function isDynamoOp(...ops: DynamoOp[]): RequestMatcher {
   return (req) => {
     const header = req.headers['x-amz-target'];
     return typeof header === 'string' && targets.has(header);
+  };
+}
+
+/** The JSON body of a DynamoDB request, when the proxy buffers requests (`bufferRequests`). */
+export interface DynamoRequestBody {
+  readonly TableName?: string;
+  readonly UpdateExpression?: string;
+  readonly ConditionExpression?: string;
+  readonly ExpressionAttributeNames?: Record<string, string>;
+  readonly ExpressionAttributeValues?: Record<string, { S?: string; N?: string; SS?: string[] }>;
+}
+
+export function dynamoBody(req: { readonly body?: Buffer | undefined }): DynamoRequestBody | undefined {
+  if (req.body === undefined || req.body.length === 0) return undefined;
+  try {
+    return JSON.parse(req.body.toString('utf8')) as DynamoRequestBody;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Splits `text` at top-level commas (not inside parentheses). */
+function splitTopLevel(text: string): string[] {
+  const parts: string[] = [];
+  let depth = 0;
+  let start = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '(') depth++;
+    else if (c === ')') depth--;
+    else if (c === ',' && depth === 0) {
+      parts.push(text.slice(start, i));
+      start = i + 1;
+    }
+  }
+  parts.push(text.slice(start));
+  return parts.map((part) => part.trim()).filter(Boolean);
+}
+
+/**
+ * What an UpdateItem's expression changes: the attribute names (aliases resolved) per clause. An
+ * expression is `SET a = :x, b = :y REMOVE c ADD d :z DELETE e :w`, clauses in any order.
+ */
+export function updateClauses(
+  body: DynamoRequestBody,
+): Record<'SET' | 'REMOVE' | 'ADD' | 'DELETE', string[]> {
+  const clauses = {
+    SET: [] as string[],
+    REMOVE: [] as string[],
+    ADD: [] as string[],
+    DELETE: [] as string[],
+  };
+  const expression = body.UpdateExpression ?? '';
+  const names = body.ExpressionAttributeNames ?? {};
+  const pattern = /\b(SET|REMOVE|ADD|DELETE)\b/gi;
+  const marks = [...expression.matchAll(pattern)];
+  marks.forEach((mark, i) => {
+    const clause = mark[1]!.toUpperCase() as keyof typeof clauses;
+    const text = expression.slice(mark.index! + mark[0].length, marks[i + 1]?.index ?? expression.length);
+    for (const item of splitTopLevel(text)) {
+      const path = item.split(/[\s=]/)[0]!;
+      clauses[clause].push(names[path] ?? path);
+    }
+  });
+  return clauses;
+}
+
+/**
+ * A DynamoDB UpdateItem whose JSON body sets exactly `attributes` and nothing else (no REMOVE, ADD or
+ * DELETE) — e.g. a lease renewal sets only `leaseExpiresAt`. Needs a proxy with `bufferRequests`.
+ */
+export function isDynamoUpdateSettingOnly(...attributes: string[]): RequestMatcher {
+  const wanted = [...attributes].sort().join(',');
+  return (req) => {
+    if (!isDynamoOp('UpdateItem')(req)) return false;
+    const body = dynamoBody(req);
+    if (!body) return false;
+    const clauses = updateClauses(body);
+    return (
+      clauses.REMOVE.length === 0 &&
+      clauses.ADD.length === 0 &&
+      clauses.DELETE.length === 0 &&
+      [...clauses.SET].sort().join(',') === wanted
+    );
   };
 }

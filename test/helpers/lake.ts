@@ -42,12 +42,12 @@ export interface Lake {
   readonly records: Array<{ key: string; record: ChangeRecord; line: string }>;
 }
 
-export async function listKeys(s3: S3Client, prefix: string): Promise<string[]> {
+export async function listKeys(s3: S3Client, prefix: string, bucket = BUCKET): Promise<string[]> {
   // ListObjects (v1) with markers: s3rver's v2 continuation tokens use DES, which Node 22's OpenSSL refuses.
   const keys: string[] = [];
   let marker: string | undefined;
   for (;;) {
-    const page = await s3.send(new ListObjectsCommand({ Bucket: BUCKET, Prefix: prefix, Marker: marker }));
+    const page = await s3.send(new ListObjectsCommand({ Bucket: bucket, Prefix: prefix, Marker: marker }));
     for (const item of page.Contents ?? []) if (item.Key) keys.push(item.Key);
     if (!page.IsTruncated || keys.length === 0) break;
     marker = keys[keys.length - 1];
@@ -55,27 +55,27 @@ export async function listKeys(s3: S3Client, prefix: string): Promise<string[]> 
   return keys.sort();
 }
 
-async function getBytes(s3: S3Client, key: string): Promise<Uint8Array> {
+export async function getBytes(s3: S3Client, key: string, bucket = BUCKET): Promise<Uint8Array> {
   try {
-    const object = await s3.send(new GetObjectCommand({ Bucket: BUCKET, Key: key }));
+    const object = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
     return await object.Body!.transformToByteArray();
   } catch (error) {
-    throw new Error(`reading s3://${BUCKET}/${key}: ${(error as Error).message}`, { cause: error });
+    throw new Error(`reading s3://${bucket}/${key}: ${(error as Error).message}`, { cause: error });
   }
 }
 
-export async function readLake(s3: S3Client, prefix: string): Promise<Lake> {
-  const dataKeys = await listKeys(s3, `${prefix}data/`);
-  const manifestKeys = await listKeys(s3, `${prefix}manifests/`);
+export async function readLake(s3: S3Client, prefix: string, bucket = BUCKET): Promise<Lake> {
+  const dataKeys = await listKeys(s3, `${prefix}data/`, bucket);
+  const manifestKeys = await listKeys(s3, `${prefix}manifests/`, bucket);
   const manifests = [];
   for (const key of manifestKeys)
-    manifests.push(JSON.parse(Buffer.from(await getBytes(s3, key)).toString('utf8')));
+    manifests.push(JSON.parse(Buffer.from(await getBytes(s3, key, bucket)).toString('utf8')));
   const records: Lake['records'] = [];
   const parquetKeys = dataKeys.filter((key) => key.endsWith('.parquet'));
   if (parquetKeys.length > 0) records.push(...(await readParquetRecords(s3, parquetKeys, manifests)));
   for (const key of dataKeys) {
     if (key.endsWith('.parquet')) continue;
-    const text = gunzipSync(await getBytes(s3, key)).toString('utf8');
+    const text = gunzipSync(await getBytes(s3, key, bucket)).toString('utf8');
     for (const line of text.split('\n')) {
       if (line === '') continue;
       records.push({ key, record: JSON.parse(line) as ChangeRecord, line });

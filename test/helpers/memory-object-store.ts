@@ -3,6 +3,8 @@
  * implements, no network. Uploaded files are read (and gunzipped when they are gzip) at upload time — the
  * spool file is removed afterwards — and every call is logged in `events`, in order, so tests can check the
  * commit sequence. Failures are injected per key; an aborted signal rejects a call with its reason, like S3.
+ * The write fence (`fenceWrites`) is checked at the moment a write would take effect — after `beforeUpload`,
+ * as S3's sockets check it when the bytes leave — and a refused write is logged as `fenced <key>`.
  */
 import { readFile } from 'node:fs/promises';
 import { gunzipSync } from 'node:zlib';
@@ -58,6 +60,7 @@ export class MemoryObjectStore implements ObjectStore {
   failCopy: ((toKey: string) => unknown) | undefined;
   /** Awaited before each upload completes (e.g. to hold it until a test releases it). */
   beforeUpload: ((key: string, signal: AbortSignal | undefined) => Promise<void>) | undefined;
+  private refusal: (() => Error | undefined) | undefined;
 
   constructor(options: MemoryObjectStoreOptions = {}) {
     this.prefix = options.prefix ?? '';
@@ -89,6 +92,7 @@ export class MemoryObjectStore implements ObjectStore {
     aborted(signal);
     await this.beforeUpload?.(key, signal);
     aborted(signal);
+    this.fenced(key);
     const gzip = raw.length >= 2 && raw[0] === 0x1f && raw[1] === 0x8b;
     const upload: StoredUpload = {
       key,
@@ -122,8 +126,9 @@ export class MemoryObjectStore implements ObjectStore {
           },
         );
       }
+      this.fenced(key);
       this.json.set(key, parsed);
-    }
+    } else this.fenced(key);
     this.texts.push({ key, body, contentType });
     const raw = Buffer.from(body, 'utf8');
     this.objects.set(key, { key, content: body, raw, bytes: raw.length, fileBytes: raw.length, contentType });
@@ -148,6 +153,7 @@ export class MemoryObjectStore implements ObjectStore {
         name: 'NoSuchKey',
         $metadata: { httpStatusCode: 404 },
       });
+    this.fenced(toKey);
     this.objects.set(toKey, { ...source, key: toKey });
     if (source.contentType === 'application/json')
       this.json.set(toKey, JSON.parse(source.content) as unknown);
@@ -157,6 +163,7 @@ export class MemoryObjectStore implements ObjectStore {
 
   async deleteKey(key: string, signal?: AbortSignal): Promise<void> {
     aborted(signal);
+    this.fenced(key);
     this.objects.delete(key);
     this.json.delete(key);
     this.events.push(`delete ${key}`);
@@ -173,6 +180,19 @@ export class MemoryObjectStore implements ObjectStore {
   }
 
   async checkBucket(): Promise<void> {}
+
+  fenceWrites(refusal: () => Error | undefined): void {
+    this.refusal = refusal;
+  }
+
+  /** Throws the fence's refusal, if any: the write of `key` would take effect now. */
+  private fenced(key: string): void {
+    const refused = this.refusal?.();
+    if (refused) {
+      this.events.push(`fenced ${key}`);
+      throw refused;
+    }
+  }
 
   /** The latest text written (or copied) to `key`, if any. */
   text(key: string): StoredText | undefined {

@@ -16,9 +16,21 @@ export interface TestStack extends LocalStack {
   readonly dir: string;
 }
 
-export async function startTestStack(postgres?: LocalPostgresOptions): Promise<TestStack> {
+export interface TestStackOptions {
+  /** Buckets to create besides BUCKET. */
+  readonly extraBuckets?: readonly string[];
+}
+
+export async function startTestStack(
+  postgres?: LocalPostgresOptions,
+  options: TestStackOptions = {},
+): Promise<TestStack> {
   const dir = mkdtempSync(join(tmpdir(), 'slotlake-test-'));
-  const stack = await startLocalStack({ dir, buckets: [BUCKET], ...(postgres ? { postgres } : {}) });
+  const stack = await startLocalStack({
+    dir,
+    buckets: [BUCKET, ...(options.extraBuckets ?? [])],
+    ...(postgres ? { postgres } : {}),
+  });
   return {
     ...stack,
     dir,
@@ -33,6 +45,11 @@ let counter = 0;
 
 export interface Pipeline {
   readonly name: string;
+  /** The bucket, key prefix, checkpoint table and checkpoint key (item `pk`) its runs use. */
+  readonly bucket: string;
+  readonly prefix: string;
+  readonly checkpointTable: string;
+  readonly checkpointKey: string;
   readonly databaseUrl: string;
   /** Environment for a slotlake process (or loadConfig) using this pipeline. */
   readonly env: Record<string, string>;
@@ -41,7 +58,10 @@ export interface Pipeline {
   close(): Promise<void>;
 }
 
-/** A fresh database with its own slot, publication, S3 prefix and checkpoint key. */
+/**
+ * A fresh database with its own slot, publication, S3 prefix and checkpoint key; `extraEnv` may name another
+ * bucket, prefix or checkpoint table.
+ */
 export async function createPipeline(
   stack: TestStack,
   schemaSql: string,
@@ -68,6 +88,10 @@ export async function createPipeline(
   };
   return {
     name,
+    bucket: env.SLOTLAKE_BUCKET!,
+    prefix: env.SLOTLAKE_PREFIX!,
+    checkpointTable: env.SLOTLAKE_CHECKPOINT_TABLE!,
+    checkpointKey: env.SLOTLAKE_PIPELINE ?? env.SLOTLAKE_SLOT!,
     databaseUrl,
     env,
     sql: (text, values) => client.query(text, values),

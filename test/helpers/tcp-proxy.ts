@@ -11,6 +11,11 @@ import { createConnection, createServer, type Socket } from 'node:net';
 export interface TcpProxyOptions {
   readonly targetHost: string;
   readonly targetPort: number;
+  /**
+   * Sees every chunk the client sends, before it is forwarded: `connection` numbers the accepted
+   * connections from 1 (for parsing per connection, e.g. test/helpers/pg-wire.ts).
+   */
+  readonly onClientData?: (connection: number, chunk: Buffer) => void;
 }
 
 export interface TcpProxy {
@@ -71,7 +76,7 @@ export async function startTcpProxy(options: TcpProxyOptions): Promise<TcpProxy>
       client.destroy();
       return;
     }
-    total++;
+    const connection = ++total;
     const server = createConnection({
       host: options.targetHost,
       port: options.targetPort,
@@ -97,6 +102,7 @@ export async function startTcpProxy(options: TcpProxyOptions): Promise<TcpProxy>
     pairs.add(pair);
 
     client.on('data', (chunk: Buffer) => {
+      options.onClientData?.(connection, chunk);
       if (!server.write(chunk)) {
         clientBlocked = true;
         pair.update();

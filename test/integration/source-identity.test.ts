@@ -107,6 +107,7 @@ async function samePipelineOn(
   await client.connect();
   await client.query(schema);
   return {
+    ...pipeline,
     name: pipeline.name,
     databaseUrl,
     env: { ...pipeline.env, DATABASE_URL: databaseUrl },

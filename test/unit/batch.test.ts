@@ -210,6 +210,20 @@ describe('StoreSpeedMeter', () => {
     assert.equal(meter.commitMs, 4_000);
   });
 
+  it('a request without a body bounds the latency from below, and is no sample of its own', () => {
+    const meter = new StoreSpeedMeter({
+      uploadBytesPerMs: 5_000,
+      requestLatencyMs: 300,
+      commitLatencyMs: 100,
+    });
+    meter.recordRequestAtLeast(20);
+    assert.equal(meter.requestMs, 300, 'a fast bucket check lowers nothing');
+    meter.recordRequestAtLeast(4_000);
+    assert.equal(meter.requestMs, 4_000);
+    meter.recordUpload(1_000, 3_000);
+    assert.equal(meter.requestMs, 3_000, 'the first upload of the run is its first sample');
+  });
+
   it('more bytes take longer, more concurrency does not', () => {
     const meter = new StoreSpeedMeter();
     assert.ok(meter.uploadMs(3, 2_000_000, 4) > meter.uploadMs(3, 1_000_000, 4));

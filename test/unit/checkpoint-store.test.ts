@@ -347,6 +347,21 @@ for (const [name, create] of implementations) {
       assert.deepEqual((await acquired(store, 'run-3', 4 * MINUTE)).pendingManifest, FIRST);
     });
 
+    it('clearPendingManifest forgets it only while it is the stored one, and only under the lease', async () => {
+      const { store, lease } = await held();
+      await store.write({ ...at(0x100n), manifest: FIRST }, null, lease);
+      await store.write({ ...at(0x200n), manifest: SECOND }, 1, lease);
+      await store.clearPendingManifest(lease, FIRST.key); // an older one: nothing changes
+      const run2 = await acquired(store, 'run-2', 2 * MINUTE);
+      assert.deepEqual(run2.pendingManifest, SECOND);
+      await assert.rejects(store.clearPendingManifest(lease, SECOND.key), isKind('lease-lost'));
+      await store.clearPendingManifest(run2.lease, SECOND.key);
+      const run3 = await acquired(store, 'run-3', 4 * MINUTE);
+      assert.equal(run3.pendingManifest, undefined);
+      assert.equal(run3.checkpoint?.lsn, 0x200n, 'the checkpoint is untouched');
+      await store.clearPendingManifest(run3.lease, SECOND.key); // none stored: nothing to do
+    });
+
     it('is not touched by intents or by clearing them', async () => {
       const { store, lease } = await held();
       await store.write({ ...at(0x100n), manifest: FIRST }, null, lease);

@@ -15,8 +15,9 @@ import { SlotlakeError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import { formatLsn, lsn, type Lsn } from '../../src/lsn.js';
 import type { DurablePosition } from '../../src/pipeline/assembler.js';
-import { CommitSequence, publishManifest } from '../../src/runtime/commit.js';
+import { CommitSequence, publishManifest, type CommitResult } from '../../src/runtime/commit.js';
 import { LeaseKeeper } from '../../src/runtime/lease.js';
+import { recover } from '../../src/runtime/recovery.js';
 import { BatchWriter, type TableSchemaRef } from '../../src/sink/batch.js';
 import type { Manifest } from '../../src/sink/manifest.js';
 import { JSONL_FORMAT } from '../../src/sink/spool.js';
@@ -396,6 +397,68 @@ describe('CommitSequence', () => {
       !h.events.some((e) => e.startsWith('checkpoint') || e.startsWith('ack') || e.startsWith('upload ')),
     );
     assert.deepEqual([...h.store.intent].sort(), [OBJECT_A, OBJECT_B, STAGED]);
+  });
+
+  it('reports a batch as committed as soon as its checkpoint is stored, also when copying its manifest then fails', async () => {
+    const h = await harness();
+    const failure = denied('no copy');
+    h.archive.failCopy = () => failure;
+    const reported: CommitResult[] = [];
+    await assert.rejects(
+      h.sequence.commit(fill(h.batch()), AT_228, COUNTS, (result) => reported.push(result)),
+      (error) => error === failure,
+    );
+    assert.equal(reported.length, 1);
+    assert.equal(reported[0]!.checkpoint?.lsn, 0x228n);
+    assert.deepEqual([reported[0]!.rows, reported[0]!.objects.length], [3, 2]);
+    assert.equal(h.sequence.publishedPendingManifest, undefined, 'the manifest is not in place');
+  });
+
+  it('remembers the pending manifest it put in place; the next checkpoint write forgets it', async () => {
+    const h = await harness();
+    let reported = 0;
+    await h.sequence.commit(fill(h.batch()), AT_228, COUNTS, () => reported++);
+    assert.equal(reported, 1);
+    assert.equal(h.sequence.publishedPendingManifest, MANIFEST);
+    const second = h.batch();
+    put(second, 'a', lsn(0x300n), 0);
+    h.archive.failCopy = () => denied('no copy');
+    await assert.rejects(h.sequence.commit(second, { lsn: lsn(0x330n), partial: undefined }, COUNTS));
+    assert.equal(
+      h.sequence.publishedPendingManifest,
+      undefined,
+      'the stored pending manifest is the new one',
+    );
+  });
+
+  it('recovery copies a pending manifest into place, then forgets it in the checkpoint item', async () => {
+    const h = await harness();
+    h.archive.failCopy = () => denied('no copy');
+    await assert.rejects(h.sequence.commit(fill(h.batch()), AT_228, COUNTS));
+    h.archive.failCopy = undefined;
+    h.clock.now += 120_000; // the first run's lease ran out
+    const next = await h.store.acquire('run-2', 60_000, h.clock.nowMs());
+    assert.ok(next.acquired);
+    assert.deepEqual(next.pendingManifest, { key: MANIFEST, stagingKey: STAGED });
+    const keeper = new LeaseKeeper(next.lease, h.store, 60_000, h.clock, createLogger('ERROR'));
+    const result = await recover(
+      next,
+      {
+        objects: h.archive,
+        lease: keeper,
+        deadline: Deadline.unbounded(),
+        signal: new AbortController().signal,
+        logger: createLogger('ERROR'),
+        clock: h.clock,
+      },
+      {
+        clearIntent: () => h.store.clearIntent(keeper.lease),
+        clearPendingManifest: (key) => h.store.clearPendingManifest(keeper.lease, key),
+      },
+    );
+    assert.ok(result.completed);
+    assert.ok(h.archive.objects.has(MANIFEST));
+    assert.equal(h.store.pendingManifest, undefined, 'no later run copies it again');
   });
 
   it('a manifest failure after the checkpoint: the checkpoint holds the pending manifest, no ack; the next publish repairs it', async () => {

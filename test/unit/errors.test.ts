@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { classify, DecodeError, SlotlakeError, type CallSite, type ErrorKind } from '../../src/errors.js';
+import { connectionClosedError } from '../../src/replication/connection.js';
 
 function pgError(code: string, message: string): Error {
   return Object.assign(new Error(message), { code, severity: 'ERROR' });
@@ -206,6 +207,19 @@ describe('socket errors', () => {
     expectKind(new Error('socket hang up'), 'source-connection-lost', true);
     // the same text from anywhere else is not
     expectKind(new Error('Connection terminated unexpectedly'), 'internal', false, {});
+  });
+});
+
+describe('a replication connection that ended', () => {
+  it('is a source connection loss, which the run reconnects for — like the failed query that may report it first', () => {
+    const ended = connectionClosedError();
+    assert.equal(ended.isSourceConnectionLoss, true);
+    const failedQuery = classify(Object.assign(new Error('Connection terminated unexpectedly'), {}), {
+      origin: 'source',
+      what: 'postgres replication stream',
+    });
+    assert.equal(failedQuery.isSourceConnectionLoss, true);
+    assert.equal(ended.retryable, failedQuery.retryable);
   });
 });
 

@@ -3,6 +3,7 @@
  * HTTP fault proxy (between the AWS SDK and s3rver / dynalite). Everything runs in-process on loopback.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -14,22 +15,35 @@ import {
   GetItemCommand,
   PutItemCommand,
   ProvisionedThroughputExceededException,
+  UpdateItemCommand,
 } from '@aws-sdk/client-dynamodb';
-import { GetObjectCommand, PutObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-s3';
+import {
+  CopyObjectCommand,
+  GetObjectCommand,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+} from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { startLocalDynamo, startLocalS3, type LocalDynamo, type LocalS3 } from '../../src/devstack/aws.js';
 import { classify } from '../../src/errors.js';
+import { formatLsn } from '../../src/lsn.js';
+import { systemClock } from '../../src/support/deadline.js';
 import {
+  dynamoBody,
   dynamoError,
   isDynamoOp,
+  isDynamoUpdateSettingOnly,
   isS3Get,
   isS3MultipartAbort,
   isS3MultipartPart,
   isS3Put,
   s3Error,
   startHttpFaultProxy,
+  updateClauses,
   type HttpFaultProxy,
 } from '../helpers/http-fault-proxy.js';
+import { StatusUpdateRecorder } from '../helpers/pg-wire.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 
 async function waitFor(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
@@ -267,6 +281,66 @@ describe('tcp proxy', { timeout: 60_000 }, () => {
     const again = await peer(tcp.port);
     again.socket.write('ok');
     await waitFor(() => again.received().toString() === 'ok', 'echo after refuseNew(false)');
+  });
+
+  it('onClientData sees what each client sends, numbered per connection', async () => {
+    const seen: Array<[number, string]> = [];
+    const tcp = await startTcpProxy({
+      targetHost: '127.0.0.1',
+      targetPort: echoPort,
+      onClientData: (connection, chunk) => seen.push([connection, chunk.toString()]),
+    });
+    proxies.push(tcp);
+    const first = await peer(tcp.port);
+    first.socket.write('one');
+    await waitFor(() => first.received().toString() === 'one', 'echo of one');
+    const second = await peer(tcp.port);
+    second.socket.write('two');
+    await waitFor(() => second.received().toString() === 'two', 'echo of two');
+    assert.deepEqual(seen, [
+      [1, 'one'],
+      [2, 'two'],
+    ]);
+  });
+
+  it('StatusUpdateRecorder reads standby status updates off the frontend protocol, in any chunking', () => {
+    const message = (type: string, payload: Buffer) => {
+      const header = Buffer.alloc(5);
+      header.write(type, 0, 'latin1');
+      header.writeInt32BE(payload.length + 4, 1);
+      return Buffer.concat([header, payload]);
+    };
+    const startup = (code: number, rest = Buffer.alloc(0)) => {
+      const head = Buffer.alloc(8);
+      head.writeInt32BE(8 + rest.length, 0);
+      head.writeInt32BE(code, 4);
+      return Buffer.concat([head, rest]);
+    };
+    const status = (write: bigint, flush: bigint) => {
+      const body = Buffer.alloc(34);
+      body.write('r', 0, 'latin1');
+      body.writeBigUInt64BE(write, 1);
+      body.writeBigUInt64BE(flush, 9);
+      body.writeBigUInt64BE(flush, 17);
+      return message('d', body);
+    };
+    const wire = Buffer.concat([
+      startup(80877103), // SSLRequest, then the StartupMessage
+      startup(196608, Buffer.from('user\0postgres\0replication\0database\0\0')),
+      message('Q', Buffer.from('IDENTIFY_SYSTEM\0')),
+      status(0x16b3748n, 0x16b3700n),
+      message('d', Buffer.from('w-not-a-status-update-but-long-enough-to-matter')),
+      status(0x2000000n, 0x1ffff00n),
+    ]);
+    const recorder = new StatusUpdateRecorder();
+    for (let i = 0; i < wire.length; i += 7) recorder.onClientData(3, wire.subarray(i, i + 7));
+    assert.deepEqual(
+      recorder.updates.map((u) => [u.connection, formatLsn(u.write), formatLsn(u.flush)]),
+      [
+        [3, '0/16B3748', '0/16B3700'],
+        [3, '0/2000000', '0/1FFFF00'],
+      ],
+    );
   });
 
   it('stop closes the listener and every connection', async () => {
@@ -552,6 +626,152 @@ describe('http fault proxy in front of s3rver and dynalite, with the AWS SDK', {
     assert.equal((real as Error).name, 'SlowDown');
     assert.equal(classify(real).retryable, true);
     await assert.rejects(get('mpu/b'), { name: 'NoSuchKey' });
+  });
+
+  it('logs the body MD5 and when each request arrived, was forwarded and answered, in event order', async () => {
+    await put('md5/x', 'abc');
+    const entry = s3Proxy.requests().at(-1)!;
+    assert.equal(entry.bodyMd5, createHash('md5').update('abc').digest('hex'));
+    assert.equal(entry.bodyBytes, 3);
+    assert.ok(entry.forwarded && entry.answered);
+    assert.ok(entry.received.order < entry.forwarded.order && entry.forwarded.order < entry.answered.order);
+    assert.ok(entry.received.atMs <= entry.answered.atMs);
+  });
+
+  it('copies are logged with their decoded source', async () => {
+    await put('copy/from a', 'x');
+    await s3Client.send(
+      new CopyObjectCommand({ Bucket: BUCKET, Key: 'copy/to', CopySource: `${BUCKET}/copy/from%20a` }),
+    );
+    assert.equal(s3Proxy.requests().at(-1)?.copySource, `${BUCKET}/copy/from a`);
+  });
+
+  it('hang holds the request until the client gives up; it never reaches S3', async () => {
+    s3Proxy.inject({ match: isS3Put('hang/'), times: 1, action: { kind: 'hang' } });
+    const error = await failure(() =>
+      s3Client.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'hang/x', Body: 'held' }), {
+        abortSignal: AbortSignal.timeout(300),
+      }),
+    );
+    assert.equal((error as Error).name, 'AbortError');
+    const entry = s3Proxy.requests().find((r) => r.path.endsWith('/hang/x'))!;
+    assert.deepEqual([entry.fault, entry.forwarded, entry.status], ['hang', undefined, undefined]);
+    await assert.rejects(get('hang/x'), { name: 'NoSuchKey' });
+  });
+
+  it('delay until a clock time, delivered although the client gave up (bytes already on the wire)', async () => {
+    const untilMs = systemClock.nowMs() + 400;
+    s3Proxy.inject({
+      match: isS3Put('abandoned/'),
+      times: 1,
+      action: { kind: 'delay', untilMs, deliverAbandoned: true },
+    });
+    const error = await failure(() =>
+      s3Client.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'abandoned/x', Body: 'landed late' }), {
+        abortSignal: AbortSignal.timeout(100),
+      }),
+    );
+    assert.equal((error as Error).name, 'AbortError');
+    const entry = s3Proxy.requests().find((r) => r.path.endsWith('/abandoned/x'))!;
+    await waitFor(() => entry.answered !== undefined, 'the abandoned PUT reached S3');
+    assert.ok(entry.forwarded!.atMs >= untilMs - 5, 'forwarded at the requested time');
+    assert.equal(entry.status, 200);
+    assert.equal(await get('abandoned/x'), 'landed late');
+  });
+
+  it('reset-mid-request: a TCP reset while the body is arriving; nothing reaches S3', async () => {
+    s3Proxy.inject({
+      match: isS3Put('midreset/'),
+      times: 1,
+      action: { kind: 'reset-mid-request', afterBodyBytes: 1000 },
+    });
+    const error = await failure(() => put('midreset/x', Buffer.alloc(512 * 1024, 7)));
+    const code = (error as NodeJS.ErrnoException).code;
+    assert.ok(
+      code === 'ECONNRESET' || code === 'EPIPE',
+      `a socket error: ${code} ${(error as Error).message}`,
+    );
+    assert.equal(classify(error, { origin: 'object-store', what: 'uploading' }).retryable, true);
+    const entry = s3Proxy.requests().find((r) => r.path.endsWith('/midreset/x'))!;
+    assert.deepEqual(
+      [entry.fault, entry.forwarded, entry.bodyMd5],
+      ['reset-mid-request', undefined, undefined],
+    );
+    await assert.rejects(get('midreset/x'), { name: 'NoSuchKey' });
+    await put('midreset/y');
+  });
+
+  it('an action chosen per request by a function (undefined: no fault)', async () => {
+    let n = 0;
+    s3Proxy.inject({
+      match: isS3Put('chosen/'),
+      action: () => (++n % 2 === 0 ? s3Error('SlowDown', 503) : undefined),
+    });
+    const outcomes = [];
+    for (let i = 0; i < 4; i++)
+      outcomes.push(
+        await put(`chosen/${i}`).then(
+          () => 'ok',
+          (e: Error) => e.name,
+        ),
+      );
+    s3Proxy.clear();
+    assert.deepEqual(outcomes, ['ok', 'SlowDown', 'ok', 'SlowDown']);
+  });
+
+  it('bufferRequests: matchers see the JSON body, e.g. an UpdateItem that sets only one attribute', async () => {
+    const buffered = await startHttpFaultProxy({ target: dynamo.endpoint, bufferRequests: true });
+    const client = new DynamoDBClient({
+      endpoint: buffered.endpoint,
+      credentials,
+      region: 'us-east-1',
+      maxAttempts: 1,
+    });
+    try {
+      buffered.inject({
+        match: isDynamoUpdateSettingOnly('leaseExpiresAt'),
+        action: dynamoError('InternalServerError', 500),
+      });
+      const update = (expression: string, values: Record<string, { N: string }>) =>
+        client.send(
+          new UpdateItemCommand({
+            TableName: TABLE,
+            Key: { pk: { S: 'renewal' } },
+            UpdateExpression: expression,
+            ExpressionAttributeNames: expression.includes('#e') ? { '#e': 'leaseExpiresAt' } : undefined,
+            ExpressionAttributeValues: values,
+          }),
+        );
+      await update('SET leaseExpiresAt = :e, fence = if_not_exists(fence, :z) + :o', {
+        ':e': { N: '1' },
+        ':z': { N: '0' },
+        ':o': { N: '1' },
+      });
+      await update('SET leaseExpiresAt = :e REMOVE leaseOwner', { ':e': { N: '2' } });
+      await assert.rejects(update('SET leaseExpiresAt = :e', { ':e': { N: '3' } }), {
+        name: 'InternalServerError',
+      });
+      await assert.rejects(update('SET #e = :e', { ':e': { N: '4' } }), { name: 'InternalServerError' });
+      const log = buffered.requests();
+      assert.deepEqual(
+        log.map((r) => r.fault),
+        [undefined, undefined, 'status', 'status'],
+      );
+      assert.equal(dynamoBody(log[2]!)?.ExpressionAttributeValues?.[':e']?.N, '3');
+    } finally {
+      client.destroy();
+      await buffered.stop();
+    }
+  });
+
+  it('updateClauses reads every clause of an update expression, aliases resolved', () => {
+    assert.deepEqual(
+      updateClauses({
+        UpdateExpression: 'SET a = :a, #b = if_not_exists(#b, :z) + :o REMOVE c, d ADD e :e',
+        ExpressionAttributeNames: { '#b': 'bee' },
+      }),
+      { SET: ['a', 'bee'], REMOVE: ['c', 'd'], ADD: ['e'], DELETE: [] },
+    );
   });
 
   it('matchers: isS3Get covers GET and HEAD of a key', () => {
