@@ -62,6 +62,8 @@ export interface RecvlogicalOptions {
   /** Stop once the stream reaches this LSN (`X/X`). */
   readonly endpos: string;
   readonly timeoutMs: number;
+  /** Where the stream is written (default /dev/null). */
+  readonly outputFile?: string;
 }
 
 /**
@@ -83,7 +85,7 @@ export function runPgRecvlogical(options: RecvlogicalOptions): Promise<MeasuredR
     '--endpos',
     options.endpos,
     '-f',
-    '/dev/null',
+    options.outputFile ?? '/dev/null',
   ];
   return runMeasured(options.binary, args, {
     env: cleanEnvironment(),

@@ -30,6 +30,8 @@ export interface MeasuredRun {
   /** Peak resident set size of the measured process, bytes. */
   readonly peakRssBytes: number | undefined;
   readonly peakRssSource: 'getrusage' | 'VmHWM polling' | 'none';
+  /** CPU time of the measured process (user + system, seconds; GNU time's %U + %S), when known. */
+  readonly cpuSeconds: number | undefined;
   /** The highest VmHWM seen by polling (a cross-check of peakRssBytes). */
   readonly polledPeakRssBytes: number | undefined;
   /** RSS every ~500 ms. */
@@ -94,7 +96,7 @@ export function runMeasured(
   const scratch = mkdtempSync(join(tmpdir(), 'slotlake-bench-time-'));
   const timeFile = join(scratch, 'maxrss');
   const [command, commandArgs] = useTime
-    ? [GNU_TIME, ['-f', '%M', '-o', timeFile, file, ...args]]
+    ? [GNU_TIME, ['-f', '%M %U %S', '-o', timeFile, file, ...args]]
     : [file, [...args]];
   const started = performance.now();
   return new Promise((resolve, reject) => {
@@ -154,14 +156,17 @@ export function runMeasured(
       clearTimeout(timer);
       let peakRssBytes: number | undefined;
       let peakRssSource: MeasuredRun['peakRssSource'] = 'none';
+      let cpuSeconds: number | undefined;
       if (useTime && existsSync(timeFile)) {
         // GNU time writes "Command exited with non-zero status N" before the format on failure.
         const lines = readFileSync(timeFile, 'utf8').trim().split('\n');
-        const kb = Number(lines[lines.length - 1]);
-        if (Number.isFinite(kb) && kb > 0) {
+        const [kb, user, system] = lines[lines.length - 1]!.trim().split(/\s+/).map(Number);
+        if (kb !== undefined && Number.isFinite(kb) && kb > 0) {
           peakRssBytes = kb * 1024;
           peakRssSource = 'getrusage';
         }
+        if (user !== undefined && system !== undefined && Number.isFinite(user + system))
+          cpuSeconds = user + system;
       }
       if (peakRssBytes === undefined && polledPeak !== undefined) {
         peakRssBytes = polledPeak;
@@ -183,6 +188,7 @@ export function runMeasured(
         wallMs,
         peakRssBytes,
         peakRssSource,
+        cpuSeconds,
         polledPeakRssBytes: polledPeak,
         timeline,
         stdout,

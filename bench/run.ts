@@ -31,9 +31,13 @@ import { GNU_TIME, hasGnuTime } from './measure.js';
 import { runMicro, type MicroResult } from './micro.js';
 import { benchThroughput, type ThroughputResult } from './throughput.js';
 import { benchSnapshot, type SnapshotResult } from './snapshot.js';
+import { benchReaders, printReaders, type ReadersResult } from './readers.js';
+import { mixedTransactions, smallTransactions } from './workloads.js';
 
-const PARTS = ['micro', 'big', 'throughput', 'snapshot'] as const;
+const PARTS = ['micro', 'big', 'throughput', 'snapshot', 'readers'] as const;
 type Part = (typeof PARTS)[number];
+/** What runs without BENCH_ONLY: `readers` measures the small transactions of `throughput` and more. */
+const DEFAULT_PARTS: readonly Part[] = ['micro', 'big', 'readers', 'snapshot'];
 
 function intFromEnv(name: string, fallback: number, min = 1): number {
   const text = process.env[name];
@@ -46,7 +50,7 @@ function intFromEnv(name: string, fallback: number, min = 1): number {
 
 function partsFromEnv(): Set<Part> {
   const text = process.env.BENCH_ONLY;
-  if (!text) return new Set(PARTS);
+  if (!text) return new Set(DEFAULT_PARTS);
   const parts = text.split(',').map((part) => part.trim());
   for (const part of parts) {
     if (!(PARTS as readonly string[]).includes(part)) {
@@ -232,6 +236,7 @@ interface Results {
   big?: BigResult;
   throughput?: ThroughputResult;
   snapshot?: SnapshotResult;
+  readers?: ReadersResult;
   errors: Record<string, string>;
   totalMs: number;
   ok: boolean;
@@ -310,7 +315,7 @@ async function main(): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    if (parts.has('big') || parts.has('throughput')) {
+    if (parts.has('big') || parts.has('throughput') || parts.has('readers')) {
       log('');
       log('starting the local stack (Postgres, S3, DynamoDB on loopback)…');
       stack = await startTestStack();
@@ -335,6 +340,23 @@ async function main(): Promise<number> {
         if (!results.throughput.ok) results.ok = false;
       } catch (error) {
         results.errors.throughput = (error as Error).stack ?? String(error);
+      }
+    }
+    if (parts.has('readers') && stack) {
+      try {
+        results.readers = await benchReaders(stack, {
+          workloads: [
+            smallTransactions(smallRows),
+            mixedTransactions(intFromEnv('BENCH_MIXED_CHANGES', 400_000, 1_000)),
+          ],
+          rounds: pairs,
+          recvlogical,
+          log,
+        });
+        printReaders(results.readers, log);
+        if (!results.readers.ok) results.ok = false;
+      } catch (error) {
+        results.errors.readers = (error as Error).stack ?? String(error);
       }
     }
     if (parts.has('snapshot')) {
@@ -364,6 +386,7 @@ async function main(): Promise<number> {
   }
   results.totalMs = performance.now() - started;
   printSummary(results);
+  if (results.readers) printReaders(results.readers, log);
   const dir = join(ROOT, 'bench', 'results');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, 'latest.json');

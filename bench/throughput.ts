@@ -14,7 +14,7 @@ import { expectCleanRun, runPgRecvlogical, runSlotlake } from './commands.js';
 
 const ROWS_PER_TXN = 10;
 
-const SCHEMA = `
+export const SMALL_SCHEMA = `
 CREATE TABLE orders (
   id bigint PRIMARY KEY, customer_id int NOT NULL, status text NOT NULL,
   total numeric(12, 2) NOT NULL, created_at timestamptz NOT NULL
@@ -29,7 +29,7 @@ CREATE TABLE events (
 )`;
 
 /** One transaction = 10 changes over 3 tables: 1 order + 5 items + 3 events inserted, the order updated. */
-function workload(transactions: number): string {
+export function smallWorkload(transactions: number): string {
   return `
 DO $$
 BEGIN
@@ -102,7 +102,7 @@ export async function benchThroughput(
   const { log } = options;
   const transactions = Math.max(1, Math.round(options.changes / ROWS_PER_TXN));
   const changes = transactions * ROWS_PER_TXN;
-  const pipeline = await createPipeline(stack, SCHEMA);
+  const pipeline = await createPipeline(stack, SMALL_SCHEMA);
   const slotsA: string[] = [];
   const slotsB: string[] = [];
   try {
@@ -128,7 +128,7 @@ export async function benchThroughput(
     );
     const before = (await pipeline.sql('SELECT pg_current_wal_lsn() AS lsn')).rows[0] as { lsn: string };
     const workloadStarted = performance.now();
-    await pipeline.sql(workload(transactions));
+    await pipeline.sql(smallWorkload(transactions));
     const workloadMs = performance.now() - workloadStarted;
     const endpos = ((await pipeline.sql('SELECT pg_current_wal_lsn() AS lsn')).rows[0] as { lsn: string })
       .lsn;

@@ -511,6 +511,10 @@ class PipelineRun {
       this.clock,
     );
     this.acknowledge = (lsn) => stream.acknowledge(lsn);
+    this.summary.startup ??= {
+      runMs: Math.round(this.clock.nowMs() - this.startedAtMs),
+      processMs: Math.round(performance.now()),
+    };
     const session = new ReplicationSession({
       config,
       logger,

@@ -56,6 +56,12 @@ export interface RunSummary {
     rowsRemainingEstimate: number | null;
     estimatedRunsLeft: number | null;
   } | null;
+  /**
+   * How long the run took to start streaming (its first START_REPLICATION): from the run's start (`runMs`), and
+   * from the process's start (`processMs`, Node's `performance.now()`; in a warm Lambda container, from the
+   * container's start). Null when the run never streamed.
+   */
+  startup: { runMs: number; processMs: number } | null;
   /** The lease this run held: its fence, and when it was taken and given up (epoch ms). */
   lease: { fence: number; acquiredAtMs: number; releasedAtMs: number | null; renewals: number } | null;
 }
@@ -88,6 +94,7 @@ export function emptySummary(pipeline: string, slot: string, runId: string): Run
     retainedWalBytes: null,
     walStatus: null,
     safeWalSize: null,
+    startup: null,
     lease: null,
   };
 }
