@@ -29,7 +29,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { parquetMetadata, parquetRead } from 'hyparquet';
 import { getBytes, listKeys } from '../test/helpers/lake.js';
 import type { TestStack } from '../test/helpers/stack.js';
-import { BUCKET, createPipeline } from '../test/helpers/stack.js';
+import { createPipeline } from '../test/helpers/stack.js';
 import { benchS3Client } from './archive.js';
 import { ROOT } from './build.js';
 import { expectCleanRun, runPgRecvlogical, runSlotlake } from './commands.js';
