@@ -14,9 +14,26 @@ export interface CliResult {
   readonly elapsedMs: number;
   /** The last stdout line parsed as JSON (the run summary), if any. */
   readonly summary: Record<string, unknown> | undefined;
+  /** True when this helper killed the child because it outlived its timeout. */
+  readonly timedOut: boolean;
+  /** The kill point the child announced on stderr before it SIGKILLed itself (src/support/kill-points.ts). */
+  readonly killPoint: string | undefined;
 }
 
-export function runCli(args: string[], env: Record<string, string>, timeoutMs = 120_000): Promise<CliResult> {
+export interface CliOptions {
+  /** The child is SIGKILLed (and `timedOut` set) after this long; 120 s by default. */
+  readonly timeoutMs?: number;
+}
+
+const KILL_LINE = /^slotlake: kill point (\S+) reached: SIGKILL$/m;
+
+export function runCli(
+  args: string[],
+  env: Record<string, string>,
+  timeoutOrOptions: number | CliOptions = {},
+): Promise<CliResult> {
+  const timeoutMs =
+    typeof timeoutOrOptions === 'number' ? timeoutOrOptions : (timeoutOrOptions.timeoutMs ?? 120_000);
   if (!existsSync(BUILT)) throw new Error('dist/ is missing: run `npm run build` first (npm test does)');
   const cleanEnv: Record<string, string> = {};
   for (const [key, value] of Object.entries(process.env)) {
@@ -40,7 +57,11 @@ export function runCli(args: string[], env: Record<string, string>, timeoutMs = 
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, timeoutMs);
     child.on('error', reject);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
@@ -53,7 +74,74 @@ export function runCli(args: string[], env: Record<string, string>, timeoutMs = 
       } catch {
         summary = undefined;
       }
-      resolve({ code, signal, stdout, stderr, elapsedMs: performance.now() - started, summary });
+      resolve({
+        code,
+        signal,
+        stdout,
+        stderr,
+        elapsedMs: performance.now() - started,
+        summary,
+        timedOut,
+        killPoint: KILL_LINE.exec(stderr)?.[1],
+      });
     });
   });
+}
+
+export interface LeaseWaitOptions extends CliOptions {
+  /** Give up (failing the test) when no run got the lease within this long; 60 s by default. */
+  readonly withinMs?: number;
+}
+
+/**
+ * Runs `slotlake <args>` again while it reports `lease-held` (an earlier run's lease, e.g. of a killed run,
+ * is still running out), up to `withinMs`; returns the first run that did not find the lease held.
+ */
+export async function runWhenLeaseFree(
+  args: string[],
+  env: Record<string, string>,
+  options: LeaseWaitOptions = {},
+): Promise<CliResult> {
+  const withinMs = options.withinMs ?? 60_000;
+  const started = performance.now();
+  for (let attempt = 1; ; attempt++) {
+    const result = await runCli(args, env, options);
+    if (result.summary?.stopReason !== 'lease-held') return result;
+    if (performance.now() - started > withinMs)
+      throw new Error(
+        `the pipeline lease stayed held for ${withinMs} ms (${attempt} runs): ${result.stdout}`,
+      );
+  }
+}
+
+/** Milliseconds a killed run may take to reach its kill point before the test fails. */
+export const KILLED_RUN_BUDGET_MS = 60_000;
+
+/**
+ * Runs with `SLOTLAKE_KILL_AT=<spec>` (`point[:occurrence]`), waiting out a held lease first, and asserts
+ * the run died at that kill point: its announcement on stderr, then SIGKILL, within `timeoutMs`
+ * (KILLED_RUN_BUDGET_MS by default) — a run that hangs or ends before its kill point fails the test.
+ */
+export async function runKilledAt(
+  args: string[],
+  env: Record<string, string>,
+  spec: string,
+  options: LeaseWaitOptions = {},
+): Promise<CliResult> {
+  const point = spec.split(':')[0];
+  const result = await runWhenLeaseFree(
+    args,
+    { ...env, SLOTLAKE_KILL_AT: spec },
+    { timeoutMs: KILLED_RUN_BUDGET_MS, ...options },
+  );
+  const outcome = `exit ${result.code}, signal ${result.signal}, stop ${String(result.summary?.stopReason)}`;
+  if (result.timedOut)
+    throw new Error(
+      `the run armed to die at ${spec} hung and was killed by the test (${outcome}):\n${result.stderr}`,
+    );
+  if (result.killPoint !== point || result.signal !== 'SIGKILL')
+    throw new Error(
+      `the run armed to die at ${spec} did not (${outcome}, kill point ${String(result.killPoint)}):\n${result.stderr}`,
+    );
+  return result;
 }
