@@ -32,8 +32,26 @@ export function runCli(
   env: Record<string, string>,
   timeoutOrOptions: number | CliOptions = {},
 ): Promise<CliResult> {
-  const timeoutMs =
-    typeof timeoutOrOptions === 'number' ? timeoutOrOptions : (timeoutOrOptions.timeoutMs ?? 120_000);
+  return startCli(
+    args,
+    env,
+    typeof timeoutOrOptions === 'number' ? { timeoutMs: timeoutOrOptions } : timeoutOrOptions,
+  ).result;
+}
+
+/** A `slotlake` child process still running. */
+export interface RunningCli {
+  /** Settles when the process ended. */
+  readonly result: Promise<CliResult>;
+  /** True once the process ended. */
+  readonly ended: boolean;
+  /** Sends a signal (SIGTERM: the run drains and stops with `signal`). */
+  kill(signal: NodeJS.Signals): void;
+}
+
+/** Starts `slotlake <args>` without waiting for it (see runCli). */
+export function startCli(args: string[], env: Record<string, string>, options: CliOptions = {}): RunningCli {
+  const timeoutMs = options.timeoutMs ?? 120_000;
   if (!existsSync(BUILT)) throw new Error('dist/ is missing: run `npm run build` first (npm test does)');
   const cleanEnv: Record<string, string> = {};
   for (const [key, value] of Object.entries(process.env)) {
@@ -48,11 +66,12 @@ export function runCli(
   delete cleanEnv.DATABASE_URL;
   delete cleanEnv.NODE_OPTIONS;
   const started = performance.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      env: { ...cleanEnv, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { ...cleanEnv, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let ended = false;
+  const result = new Promise<CliResult>((resolve, reject) => {
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
@@ -62,9 +81,14 @@ export function runCli(
       timedOut = true;
       child.kill('SIGKILL');
     }, timeoutMs);
-    child.on('error', reject);
+    child.on('error', (error) => {
+      clearTimeout(timer);
+      ended = true;
+      reject(error);
+    });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
+      ended = true;
       const lines = stdout.trim().split('\n').filter(Boolean);
       let summary: Record<string, unknown> | undefined;
       try {
@@ -86,6 +110,15 @@ export function runCli(
       });
     });
   });
+  return {
+    result,
+    get ended() {
+      return ended;
+    },
+    kill: (signal) => {
+      if (!ended) child.kill(signal);
+    },
+  };
 }
 
 export interface LeaseWaitOptions extends CliOptions {

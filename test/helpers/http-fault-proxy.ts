@@ -54,11 +54,34 @@ export interface RequestLog {
    * the client never sees it). Undefined while pending, for `reset`, and when the target was unreachable.
    */
   status: number | undefined;
+  /** When the proxy received the request (`performance.now()` of the test process). */
+  readonly receivedAtMs: number;
+  /** When the answer's status arrived from the target, or was injected; undefined while pending. */
+  answeredAtMs: number | undefined;
+  /** The request body (with `recordBodies`, up to 256 KiB), complete once `answeredAtMs` is set. */
+  body: string | undefined;
+  /** The target's response body (with `recordBodies`, up to 256 KiB); undefined for injected answers. */
+  responseBody: string | undefined;
 }
 
 export interface HttpFaultProxyOptions {
   /** The server to forward to, e.g. `http://127.0.0.1:4569`. */
   readonly target: string;
+  /** Keep request and response bodies in the log (small APIs such as DynamoDB's JSON; off by default). */
+  readonly recordBodies?: boolean;
+}
+
+const MAX_RECORDED_BODY = 256 * 1024;
+
+/** Collects a stream's text as it flows by (without consuming it), up to MAX_RECORDED_BODY. */
+function tap(stream: NodeJS.ReadableStream, done: (text: string) => void): void {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  stream.on('data', (chunk: Buffer) => {
+    if (size < MAX_RECORDED_BODY) chunks.push(chunk);
+    size += chunk.length;
+  });
+  stream.on('end', () => done(Buffer.concat(chunks).toString('utf8').slice(0, MAX_RECORDED_BODY)));
 }
 
 export interface HttpFaultProxy {
@@ -117,6 +140,8 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
     });
     upstream.on('response', (answer) => {
       entry.status = answer.statusCode;
+      entry.answeredAtMs = performance.now();
+      if (options.recordBodies) tap(answer, (text) => (entry.responseBody = text));
       if (resetAfter) {
         answer.resume();
         answer.on('end', () => req.socket.destroy());
@@ -140,6 +165,7 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
     res.on('close', () => {
       if (!res.writableFinished && !resetAfter) upstream.destroy();
     });
+    if (options.recordBodies) tap(req, (text) => (entry.body = text));
     req.pipe(upstream);
   };
 
@@ -161,6 +187,10 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
       target: typeof targetHeader === 'string' ? targetHeader : undefined,
       fault: action?.kind,
       status: undefined,
+      receivedAtMs: performance.now(),
+      answeredAtMs: undefined,
+      body: undefined,
+      responseBody: undefined,
     };
     log.push(entry);
 
@@ -172,6 +202,7 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
         await drain(req);
         const body = action.body ?? '';
         entry.status = action.status;
+        entry.answeredAtMs = performance.now();
         res.writeHead(action.status, {
           'content-length': String(Buffer.byteLength(body)),
           ...action.headers,

@@ -1,0 +1,126 @@
+/**
+ * The pipeline lease as the checkpoint store saw it, for tests of overlapping runs: an HTTP proxy in front
+ * of DynamoDB (http-fault-proxy.ts, bodies recorded) through which every run of the test talks to the store.
+ * The history is read off the wire — which conditional writes the store accepted (200) for which owner and
+ * fence, and when, on the test's own clock — not from what the runs report about themselves.
+ *
+ * Each accepted UpdateItem on the pipeline's item is one of:
+ * - an **acquisition**: it sets `leaseOwner` without requiring the lease (its fence: the old item's `fence`
+ *   + 1, from the ALL_OLD response);
+ * - a **write under the lease**: its condition carries the writer's owner and `:fence` (renew, intent,
+ *   checkpoint, release).
+ * Requests are concurrent, so the store's order is known only where the proxy saw one answer before the
+ * next request: `a` was applied before `b` when `a.answeredAtMs < b.receivedAtMs`. `assertLeaseExclusive`
+ * checks what fencing promises under exactly that order: once an acquisition with fence F was applied, no
+ * write under a lower fence is accepted any more, and fences of later acquisitions only grow.
+ */
+import assert from 'node:assert/strict';
+import { startHttpFaultProxy, type HttpFaultProxy, type RequestLog } from './http-fault-proxy.js';
+
+export interface StoreWrite {
+  readonly kind: 'acquisition' | 'under-lease';
+  readonly owner: string;
+  readonly fence: number;
+  /** When the request reached the proxy (the write was applied after this). */
+  readonly receivedAtMs: number;
+  /** When the store's answer reached the proxy (the write was applied before this). */
+  readonly answeredAtMs: number;
+  readonly updateExpression: string;
+}
+
+export interface LeaseObserver {
+  /** `env` with DynamoDB reached through the observer. */
+  env(env: Record<string, string>): Record<string, string>;
+  /** The writes the store accepted on `pipeline`'s item so far, in the order the proxy received them. */
+  writes(pipeline: string): StoreWrite[];
+  /** Owners that sent at least one request about `pipeline` (accepted or not). */
+  owners(pipeline: string): Set<string>;
+  stop(): Promise<void>;
+}
+
+interface UpdateItemBody {
+  Key?: { pk?: { S?: string } };
+  UpdateExpression?: string;
+  ExpressionAttributeValues?: Record<string, { S?: string; N?: string }>;
+}
+
+function parseUpdate(entry: RequestLog): UpdateItemBody | undefined {
+  if (entry.target !== 'DynamoDB_20120810.UpdateItem' || entry.body === undefined) return undefined;
+  return JSON.parse(entry.body) as UpdateItemBody;
+}
+
+export async function startLeaseObserver(dynamoEndpoint: string): Promise<LeaseObserver> {
+  const proxy: HttpFaultProxy = await startHttpFaultProxy({ target: dynamoEndpoint, recordBodies: true });
+  const about = (pipeline: string) =>
+    proxy
+      .requests()
+      .map((entry) => ({ entry, body: parseUpdate(entry) }))
+      .filter(({ body }) => body?.Key?.pk?.S === pipeline);
+  return {
+    env: (env) => ({ ...env, AWS_ENDPOINT_URL_DYNAMODB: proxy.endpoint }),
+    writes(pipeline) {
+      const writes: StoreWrite[] = [];
+      for (const { entry, body } of about(pipeline)) {
+        if (entry.status !== 200 || entry.answeredAtMs === undefined || !body) continue;
+        const values = body.ExpressionAttributeValues ?? {};
+        const owner = values[':owner']?.S;
+        const expression = body.UpdateExpression ?? '';
+        if (owner === undefined) continue;
+        const common = {
+          owner,
+          receivedAtMs: entry.receivedAtMs,
+          answeredAtMs: entry.answeredAtMs,
+          updateExpression: expression,
+        };
+        if (values[':fence']?.N !== undefined) {
+          writes.push({ kind: 'under-lease', fence: Number(values[':fence'].N), ...common });
+        } else if (/\bleaseOwner\s*=\s*:owner\b/.test(expression)) {
+          assert.ok(entry.responseBody !== undefined, 'the acquisition answer was recorded');
+          const old = (JSON.parse(entry.responseBody) as { Attributes?: { fence?: { N?: string } } })
+            .Attributes;
+          writes.push({ kind: 'acquisition', fence: Number(old?.fence?.N ?? '0') + 1, ...common });
+        }
+      }
+      return writes;
+    },
+    owners(pipeline) {
+      const owners = new Set<string>();
+      for (const { body } of about(pipeline)) {
+        const owner = body?.ExpressionAttributeValues?.[':owner']?.S;
+        if (owner !== undefined) owners.add(owner);
+      }
+      return owners;
+    },
+    stop: () => proxy.stop(),
+  };
+}
+
+/**
+ * Fencing, as the store applied it: after an acquisition with fence F was applied, the store accepted no
+ * write under a lower fence; an acquisition applied after another has a higher fence; every write under
+ * the lease uses the fence its owner acquired. Returns the acquisitions in order.
+ */
+export function assertLeaseExclusive(writes: readonly StoreWrite[]): StoreWrite[] {
+  const acquisitions = writes.filter((write) => write.kind === 'acquisition');
+  const acquired = new Map(acquisitions.map((a) => [`${a.owner}#${a.fence}`, a]));
+  const describe = (w: StoreWrite) =>
+    `${w.kind} by ${w.owner} (fence ${w.fence}, ${w.updateExpression.slice(0, 60)}) ` +
+    `at ${w.receivedAtMs.toFixed(0)}–${w.answeredAtMs.toFixed(0)} ms`;
+  for (const write of writes) {
+    if (write.kind === 'under-lease')
+      assert.ok(
+        acquired.has(`${write.owner}#${write.fence}`),
+        `accepted a write under a fence its owner never acquired: ${describe(write)}`,
+      );
+    for (const acquisition of acquisitions) {
+      if (acquisition.answeredAtMs >= write.receivedAtMs) continue; // not surely before
+      assert.ok(
+        write.fence >= acquisition.fence,
+        `the store accepted a write of a fenced-off lease: ${describe(write)} after ${describe(acquisition)}`,
+      );
+      if (write.kind === 'acquisition')
+        assert.ok(write.fence > acquisition.fence, `fences did not grow: ${describe(write)}`);
+    }
+  }
+  return acquisitions;
+}
