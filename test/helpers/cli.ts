@@ -147,6 +147,31 @@ export async function runWhenLeaseFree(
   }
 }
 
+/** The `kind` fields of the run's JSON log lines on stderr (e.g. `lease-lost`), in order. */
+export function loggedKinds(result: CliResult): string[] {
+  const kinds: string[] = [];
+  for (const line of result.stderr.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    try {
+      const kind = (JSON.parse(line) as { kind?: unknown }).kind;
+      if (typeof kind === 'string') kinds.push(kind);
+    } catch {
+      // not a log line
+    }
+  }
+  return kinds;
+}
+
+/** A run armed to die at a kill point that ended another way (the result tells how). */
+export class KillPointMissed extends Error {
+  constructor(
+    message: string,
+    readonly result: CliResult,
+  ) {
+    super(message);
+  }
+}
+
 /** Milliseconds a killed run may take to reach its kill point before the test fails. */
 export const KILLED_RUN_BUDGET_MS = 60_000;
 
@@ -169,12 +194,14 @@ export async function runKilledAt(
   );
   const outcome = `exit ${result.code}, signal ${result.signal}, stop ${String(result.summary?.stopReason)}`;
   if (result.timedOut)
-    throw new Error(
+    throw new KillPointMissed(
       `the run armed to die at ${spec} hung and was killed by the test (${outcome}):\n${result.stderr}`,
+      result,
     );
   if (result.killPoint !== point || result.signal !== 'SIGKILL')
-    throw new Error(
+    throw new KillPointMissed(
       `the run armed to die at ${spec} did not (${outcome}, kill point ${String(result.killPoint)}):\n${result.stderr}`,
+      result,
     );
   return result;
 }
