@@ -24,6 +24,8 @@ export interface ProxiedRequest {
   /** The query string without the leading `?` ('' when none). */
   readonly query: string;
   readonly headers: IncomingHttpHeaders;
+  /** The whole request body, when the proxy was started with `recordBodies` (read before matching). */
+  readonly body?: string;
 }
 
 export type RequestMatcher = (req: ProxiedRequest) => boolean;
@@ -54,11 +56,14 @@ export interface RequestLog {
    * the client never sees it). Undefined while pending, for `reset`, and when the target was unreachable.
    */
   status: number | undefined;
-  /** When the proxy received the request (`performance.now()` of the test process). */
+  /**
+   * When the proxy had the request (`performance.now()` of the test process; with `recordBodies`, after
+   * reading its body): the target sees it only after this.
+   */
   readonly receivedAtMs: number;
   /** When the answer's status arrived from the target, or was injected; undefined while pending. */
   answeredAtMs: number | undefined;
-  /** The request body (with `recordBodies`, up to 256 KiB), complete once `answeredAtMs` is set. */
+  /** The request body (with `recordBodies`, up to 256 KiB). */
   body: string | undefined;
   /** The target's response body (with `recordBodies`, up to 256 KiB); undefined for injected answers. */
   responseBody: string | undefined;
@@ -67,7 +72,10 @@ export interface RequestLog {
 export interface HttpFaultProxyOptions {
   /** The server to forward to, e.g. `http://127.0.0.1:4569`. */
   readonly target: string;
-  /** Keep request and response bodies in the log (small APIs such as DynamoDB's JSON; off by default). */
+  /**
+   * Read each request body before matching (matchers see `body`) and keep request and response bodies in
+   * the log — for small APIs such as DynamoDB's JSON; off by default (bodies stream through).
+   */
   readonly recordBodies?: boolean;
 }
 
@@ -129,7 +137,13 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
     await finished(req).catch(() => undefined);
   };
 
-  const forward = (req: IncomingMessage, res: ServerResponse, entry: RequestLog, resetAfter: boolean) => {
+  const forward = (
+    req: IncomingMessage,
+    res: ServerResponse,
+    entry: RequestLog,
+    resetAfter: boolean,
+    body: Buffer | undefined,
+  ) => {
     const upstream = httpRequest({
       host: target.hostname,
       port: targetPort,
@@ -165,8 +179,8 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
     res.on('close', () => {
       if (!res.writableFinished && !resetAfter) upstream.destroy();
     });
-    if (options.recordBodies) tap(req, (text) => (entry.body = text));
-    req.pipe(upstream);
+    if (body) upstream.end(body);
+    else req.pipe(upstream);
   };
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
@@ -174,7 +188,20 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
     const q = url.indexOf('?');
     const path = q === -1 ? url : url.slice(0, q);
     const query = q === -1 ? '' : url.slice(q + 1);
-    const info: ProxiedRequest = { method: req.method ?? 'GET', path, query, headers: req.headers };
+    let body: Buffer | undefined;
+    if (options.recordBodies) {
+      const chunks: Buffer[] = [];
+      for await (const chunk of req) chunks.push(chunk as Buffer);
+      body = Buffer.concat(chunks);
+    }
+    const text = body?.toString('utf8');
+    const info: ProxiedRequest = {
+      method: req.method ?? 'GET',
+      path,
+      query,
+      headers: req.headers,
+      ...(text === undefined ? {} : { body: text }),
+    };
     const targetHeader = req.headers['x-amz-target'];
 
     const active = rules.find((candidate) => candidate.remaining > 0 && candidate.rule.match(info));
@@ -189,14 +216,14 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
       status: undefined,
       receivedAtMs: performance.now(),
       answeredAtMs: undefined,
-      body: undefined,
+      body: text?.slice(0, MAX_RECORDED_BODY),
       responseBody: undefined,
     };
     log.push(entry);
 
     switch (action?.kind) {
       case undefined:
-        forward(req, res, entry, false);
+        forward(req, res, entry, false, body);
         return;
       case 'status': {
         await drain(req);
@@ -218,14 +245,14 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
           }, action.ms);
           timers.add(timer);
         });
-        if (!req.socket.destroyed) forward(req, res, entry, false);
+        if (!req.socket.destroyed) forward(req, res, entry, false, body);
         return;
       case 'reset':
         await drain(req);
         req.socket.destroy();
         return;
       case 'after-forward-reset':
-        forward(req, res, entry, true);
+        forward(req, res, entry, true, body);
         return;
     }
   };

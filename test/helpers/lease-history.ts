@@ -15,10 +15,43 @@
  * write under a lower fence is accepted any more, and fences of later acquisitions only grow.
  */
 import assert from 'node:assert/strict';
-import { startHttpFaultProxy, type HttpFaultProxy, type RequestLog } from './http-fault-proxy.js';
+import {
+  startHttpFaultProxy,
+  type HttpFaultProxy,
+  type RequestLog,
+  type RequestMatcher,
+} from './http-fault-proxy.js';
+
+/** What an UpdateItem of the DynamoDB checkpoint store does, told from its update expression. */
+export type StoreWriteKind = 'acquisition' | 'renewal' | 'intent' | 'clear-intent' | 'checkpoint' | 'release';
+
+export function storeWriteKind(updateExpression: string): StoreWriteKind | undefined {
+  if (/\blsnKey\s*=/.test(updateExpression)) return 'checkpoint';
+  if (/\bleaseOwner\s*=\s*:owner\b/.test(updateExpression)) return 'acquisition';
+  if (/^ADD intentKeys\b/.test(updateExpression)) return 'intent';
+  if (/^REMOVE intentKeys$/.test(updateExpression)) return 'clear-intent';
+  if (/^SET leaseExpiresAt = :expires$/.test(updateExpression)) return 'renewal';
+  if (/\bREMOVE leaseOwner\b|:expireAt\b|uploadBytesPerMs/.test(updateExpression)) return 'release';
+  return undefined;
+}
+
+/**
+ * Matches the checkpoint store's UpdateItem of one kind (for a proxy started with `recordBodies`, which
+ * reads bodies before matching).
+ */
+export function isStoreWrite(kind: StoreWriteKind): RequestMatcher {
+  return (request) => {
+    if (request.headers['x-amz-target'] !== 'DynamoDB_20120810.UpdateItem') return false;
+    if (request.body === undefined) throw new Error('isStoreWrite needs a proxy started with recordBodies');
+    const body = JSON.parse(request.body) as { UpdateExpression?: string };
+    return storeWriteKind(body.UpdateExpression ?? '') === kind;
+  };
+}
 
 export interface StoreWrite {
   readonly kind: 'acquisition' | 'under-lease';
+  /** What the write did (undefined: an update this module does not know). */
+  readonly what: StoreWriteKind | undefined;
   readonly owner: string;
   readonly fence: number;
   /** When the request reached the proxy (the write was applied after this). */
@@ -67,6 +100,7 @@ export async function startLeaseObserver(dynamoEndpoint: string): Promise<LeaseO
         const expression = body.UpdateExpression ?? '';
         if (owner === undefined) continue;
         const common = {
+          what: storeWriteKind(expression),
           owner,
           receivedAtMs: entry.receivedAtMs,
           answeredAtMs: entry.answeredAtMs,
@@ -104,7 +138,7 @@ export function assertLeaseExclusive(writes: readonly StoreWrite[]): StoreWrite[
   const acquisitions = writes.filter((write) => write.kind === 'acquisition');
   const acquired = new Map(acquisitions.map((a) => [`${a.owner}#${a.fence}`, a]));
   const describe = (w: StoreWrite) =>
-    `${w.kind} by ${w.owner} (fence ${w.fence}, ${w.updateExpression.slice(0, 60)}) ` +
+    `${w.what ?? w.kind} by ${w.owner} (fence ${w.fence}) ` +
     `at ${w.receivedAtMs.toFixed(0)}–${w.answeredAtMs.toFixed(0)} ms`;
   for (const write of writes) {
     if (write.kind === 'under-lease')
