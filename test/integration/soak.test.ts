@@ -13,14 +13,7 @@ import pg from 'pg';
 import { randomInt } from 'node:crypto';
 import { KILL_POINTS, type KillPoint } from '../../src/support/kill-points.js';
 import { assertExactlyOnce, assertSlotAtCheckpoint, setup, useTestStack } from '../helpers/assertions.js';
-import {
-  KillPointMissed,
-  loggedKinds,
-  runCli,
-  runKilledAt,
-  runWhenLeaseFree,
-  type CliResult,
-} from '../helpers/cli.js';
+import { loggedKinds, runCli, runKilledAt, runWhenLeaseFree, type CliResult } from '../helpers/cli.js';
 import { assertLeaseExclusive, startLeaseObserver } from '../helpers/lease-history.js';
 import { createReferenceSlot } from '../helpers/reference.js';
 import { createPipeline } from '../helpers/stack.js';
@@ -147,17 +140,9 @@ test(`soak: ${ROUNDS} rounds of short budgets, kills and overlaps under a write 
             point === 'mid-recovery' || point === 'after-lease' ? 1 : 1 + Math.floor(rand() * 3);
           // Waits out a held lease first; fails unless it died at exactly this kill point within its budget
           // (armed again, at most twice, after a run that lost its lease first).
-          let killed: CliResult | undefined;
-          for (let attempt = 1; !killed; attempt++) {
-            tally.runs++;
-            try {
-              killed = await runKilledAt(['run', '--max-duration', '40s'], env, `${point}:${occurrence}`);
-            } catch (error) {
-              if (!(error instanceof KillPointMissed && lostItsLease(error.result) && attempt < 3))
-                throw error;
-              tally.leaseLost++;
-            }
-          }
+          const killed = await runKilledAt(['run', '--max-duration', '40s'], env, `${point}:${occurrence}`);
+          tally.runs += 1 + killed.leaseLostRuns;
+          tally.leaseLost += killed.leaseLostRuns;
           tally.killsLanded += killed.killPoint === point ? 1 : 0;
           lastKill = point;
         } else {
