@@ -59,6 +59,10 @@ export interface StoreWrite {
   /** When the store's answer reached the proxy (the write was applied before this). */
   readonly answeredAtMs: number;
   readonly updateExpression: string;
+  /** The expiry this write set (`:expires` of an acquisition or renewal, `:expireAt` of a release). */
+  readonly expiresAtMs: number | undefined;
+  /** The time an acquisition said it was (`:now`, on the acquiring run's clock). */
+  readonly nowMs: number | undefined;
 }
 
 export interface LeaseObserver {
@@ -99,8 +103,11 @@ export async function startLeaseObserver(dynamoEndpoint: string): Promise<LeaseO
         const owner = values[':owner']?.S;
         const expression = body.UpdateExpression ?? '';
         if (owner === undefined) continue;
+        const number = (name: string) => (values[name]?.N === undefined ? undefined : Number(values[name].N));
         const common = {
           what: storeWriteKind(expression),
+          expiresAtMs: number(':expires') ?? number(':expireAt'),
+          nowMs: number(':now'),
           owner,
           receivedAtMs: entry.receivedAtMs,
           answeredAtMs: entry.answeredAtMs,
@@ -132,7 +139,9 @@ export async function startLeaseObserver(dynamoEndpoint: string): Promise<LeaseO
 /**
  * Fencing, as the store applied it: after an acquisition with fence F was applied, the store accepted no
  * write under a lower fence; an acquisition applied after another has a higher fence; every write under
- * the lease uses the fence its owner acquired. Returns the acquisitions in order.
+ * the lease uses the fence its owner acquired; and no run acquired a lease another run held — unreleased
+ * and, by the latest expiry the store had accepted for it, not yet expired at the acquiring run's `:now`
+ * (checked where the order is certain). Returns the acquisitions in order.
  */
 export function assertLeaseExclusive(writes: readonly StoreWrite[]): StoreWrite[] {
   const acquisitions = writes.filter((write) => write.kind === 'acquisition');
@@ -155,6 +164,31 @@ export function assertLeaseExclusive(writes: readonly StoreWrite[]): StoreWrite[
       if (write.kind === 'acquisition')
         assert.ok(write.fence > acquisition.fence, `fences did not grow: ${describe(write)}`);
     }
+  }
+  for (const taking of acquisitions) {
+    const surelyBefore = (w: StoreWrite) => w.answeredAtMs < taking.receivedAtMs;
+    const earlier = acquisitions.filter((a) => a !== taking && surelyBefore(a));
+    const previous = earlier.sort((a, b) => a.fence - b.fence).at(-1);
+    if (!previous || previous.owner === taking.owner || taking.nowMs === undefined) continue;
+    // an acquisition whose order against this one is unknown, or a release that may have come first: no claim
+    if (
+      acquisitions.some(
+        (a) =>
+          a !== taking &&
+          !surelyBefore(a) &&
+          a.answeredAtMs > previous.receivedAtMs &&
+          a.receivedAtMs < taking.answeredAtMs,
+      )
+    )
+      continue;
+    const held = writes.filter((w) => w.owner === previous.owner && w.fence === previous.fence);
+    if (held.some((w) => w.what === 'release' && w.receivedAtMs < taking.answeredAtMs)) continue;
+    const expiry = Math.max(...held.filter(surelyBefore).map((w) => w.expiresAtMs ?? -Infinity));
+    assert.ok(
+      taking.nowMs > expiry,
+      `the store let ${describe(taking)} take the lease at ${taking.nowMs} while ${describe(previous)} held it ` +
+        `until ${expiry}`,
+    );
   }
   return acquisitions;
 }

@@ -65,7 +65,11 @@ describe('overlapping runs', () => {
           );
         await waitFor(
           `round ${round}'s changes to be checkpointed`,
-          async () => parseLsn((await readCheckpointItem(pipeline))?.lsn?.S ?? '0/0') >= written,
+          async () => {
+            if (holder.ended)
+              assert.fail(`round ${round}: the holder ended first: ${JSON.stringify(await holder.result)}`);
+            return parseLsn((await readCheckpointItem(pipeline))?.lsn?.S ?? '0/0') >= written;
+          },
           { withinMs: 60_000 },
         );
         holder.kill('SIGTERM');

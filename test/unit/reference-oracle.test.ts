@@ -1,11 +1,12 @@
 /**
- * The integration tests' oracle, tested on its own: the parser of test_decoding's rows (test/helpers/
- * reference.ts) on rows a PostgreSQL 17 server printed, and the expected-value mapping
- * (test/helpers/reference-values.ts) — both must accept the right value and refuse a wrong one, or every
- * exactly-once test would prove nothing.
+ * The integration tests' oracles, tested on their own: the parser of test_decoding's rows (test/helpers/
+ * reference.ts) on rows a PostgreSQL 17 server printed, the expected-value mapping (test/helpers/
+ * reference-values.ts) and the lease history (test/helpers/lease-history.ts) — each must accept the right
+ * thing and refuse a wrong one, or the tests built on them would prove nothing.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { assertLeaseExclusive, storeWriteKind, type StoreWrite } from '../helpers/lease-history.js';
 import { parseChangeRow, utcTimestampMicros } from '../helpers/reference.js';
 import {
   JsonNumber,
@@ -157,5 +158,81 @@ describe('expected values', () => {
     refuses('numeric[]', '{{1.5,2},{3,4}}', '[["1.5","2"],["3","5"]]');
     accepts('boolean[]', '{t,f}', '[true,false]');
     assert.throws(() => parseArrayLiteral('[0:1]={1,2}'), /not understood/);
+  });
+});
+
+describe('the lease history', () => {
+  let clock = 0;
+  /** A write the store accepted: received at the next tick, answered one tick later. */
+  const accepted = (
+    kind: StoreWrite['kind'],
+    owner: string,
+    fence: number,
+    extra: Partial<StoreWrite> = {},
+  ): StoreWrite => {
+    clock += 10;
+    return {
+      kind,
+      what: kind === 'acquisition' ? 'acquisition' : 'checkpoint',
+      owner,
+      fence,
+      receivedAtMs: clock,
+      answeredAtMs: clock + 1,
+      updateExpression: '',
+      expiresAtMs: undefined,
+      nowMs: undefined,
+      ...extra,
+    };
+  };
+
+  it('accepts runs one after the other: acquire, write, release; a takeover after expiry', () => {
+    const writes = [
+      accepted('acquisition', 'a', 1, { nowMs: 0, expiresAtMs: 100 }),
+      accepted('under-lease', 'a', 1),
+      accepted('under-lease', 'a', 1, { what: 'release' }),
+      accepted('acquisition', 'b', 2, { nowMs: 50, expiresAtMs: 150 }),
+      accepted('under-lease', 'b', 2),
+      accepted('acquisition', 'c', 3, { nowMs: 151, expiresAtMs: 250 }),
+    ];
+    assert.deepEqual(
+      assertLeaseExclusive(writes).map((w) => w.owner),
+      ['a', 'b', 'c'],
+    );
+  });
+
+  it('refuses a write accepted under a fence after a later acquisition', () => {
+    const writes = [
+      accepted('acquisition', 'a', 1, { nowMs: 0, expiresAtMs: 100 }),
+      accepted('acquisition', 'b', 2, { nowMs: 101, expiresAtMs: 200 }),
+      accepted('under-lease', 'a', 1),
+    ];
+    assert.throws(() => assertLeaseExclusive(writes), /fenced-off lease/);
+  });
+
+  it('refuses an acquisition of a lease still held, and a write under a fence never acquired', () => {
+    const held = [
+      accepted('acquisition', 'a', 1, { nowMs: 0, expiresAtMs: 100 }),
+      accepted('under-lease', 'a', 1, { what: 'renewal', expiresAtMs: 160 }),
+      accepted('acquisition', 'b', 2, { nowMs: 150, expiresAtMs: 250 }),
+    ];
+    assert.throws(() => assertLeaseExclusive(held), /take the lease at 150 while .* held it until 160/);
+    assert.throws(
+      () => assertLeaseExclusive([accepted('under-lease', 'x', 7)]),
+      /a fence its owner never acquired/,
+    );
+  });
+
+  it('tells the store writes apart by their update expressions', () => {
+    assert.equal(
+      storeWriteKind(
+        'SET leaseOwner = :owner, leaseExpiresAt = :expires, fence = if_not_exists(fence, :zero) + :one',
+      ),
+      'acquisition',
+    );
+    assert.equal(storeWriteKind('SET leaseExpiresAt = :expires'), 'renewal');
+    assert.equal(storeWriteKind('ADD intentKeys :keys'), 'intent');
+    assert.equal(storeWriteKind('REMOVE intentKeys'), 'clear-intent');
+    assert.equal(storeWriteKind('SET lsn = :lsn, lsnKey = :lsnKey REMOVE intentKeys'), 'checkpoint');
+    assert.equal(storeWriteKind('SET uploadBytesPerMs = :u REMOVE leaseOwner, leaseExpiresAt'), 'release');
   });
 });
