@@ -169,7 +169,7 @@ function recordMismatch(
           problems.push(`after.${column.name}: archived a value the database did not send`);
           continue;
         }
-        const why = mismatch(old.type, old.value.text, after[column.name]);
+        const why = mismatch(old.valueType, old.value.text, after[column.name]);
         if (why) problems.push(`after.${column.name} (from the old row): ${why}`);
         continue;
       }
@@ -177,7 +177,7 @@ function recordMismatch(
         problems.push(`after.${column.name}: absent from the archive`);
         continue;
       }
-      const why = mismatch(column.type, value.kind === 'null' ? null : value.text, after[column.name]);
+      const why = mismatch(column.valueType, value.kind === 'null' ? null : value.text, after[column.name]);
       if (why) problems.push(`after.${column.name}: ${why}`);
     }
     if (JSON.stringify([...unchangedToast].sort()) !== JSON.stringify(notSent.sort()))
@@ -204,7 +204,7 @@ function recordMismatch(
       }
       const text = column.value.kind === 'text' ? column.value.text : null;
       if (column.value.kind === 'unchanged-toast') continue;
-      const why = mismatch(column.type, text, before[column.name]);
+      const why = mismatch(column.valueType, text, before[column.name]);
       if (why) problems.push(`before.${column.name}: ${why}`);
     }
   }

@@ -41,6 +41,13 @@ export interface ReferenceColumn {
   readonly name: string;
   /** The type as test_decoding prints it (format_type): `integer`, `text[]`, `timestamp with time zone`. */
   readonly type: string;
+  /**
+   * The type whose value mapping applies: `type`, except for a domain over an array type (also through other
+   * domains), which maps like that array type (`integer[]` for a domain over `int[]`), as slotlake documents it
+   * (docs/parquet.md, docs/wal2json.md); a domain over a scalar stays itself (a string). Read from pg_type by
+   * referenceChanges, on the server, not from slotlake's catalog.
+   */
+  readonly valueType: string;
   readonly value: ReferenceValue;
 }
 
@@ -175,7 +182,7 @@ function parseTuple(cursor: Cursor): ReferenceColumn[] {
     cursor.expect('[');
     const type = cursor.typeName();
     cursor.expect(':');
-    columns.push({ name, type, value: parseValue(cursor) });
+    columns.push({ name, type, valueType: type, value: parseValue(cursor) });
   }
   return columns;
 }
@@ -263,6 +270,31 @@ export interface ReferenceOptions {
 }
 
 /**
+ * The printed type names (of `columns`) that are domains over an array type, each with that array type as
+ * format_type prints it: the domain chain followed in pg_type, whatever its depth.
+ */
+async function domainArrayTypes(
+  client: pg.Client,
+  columns: readonly ReferenceColumn[],
+): Promise<Map<string, string>> {
+  const names = [...new Set(columns.map((column) => column.type))];
+  const result = await client.query<{ name: string; base: string }>(
+    `WITH RECURSIVE chain (name, oid, depth) AS (
+         SELECT name, to_regtype(name)::oid, 0 FROM unnest($1::text[]) AS name
+       UNION ALL
+         SELECT chain.name, t.typbasetype, chain.depth + 1
+           FROM chain JOIN pg_type t ON t.oid = chain.oid
+          WHERE t.typtype = 'd' AND chain.depth < 32)
+     SELECT DISTINCT ON (chain.name) chain.name, format_type(chain.oid, NULL) AS base
+       FROM chain JOIN pg_type t ON t.oid = chain.oid
+      WHERE chain.depth > 0 AND t.typtype <> 'd' AND t.typcategory = 'A'
+      ORDER BY chain.name, chain.depth DESC`,
+    [names],
+  );
+  return new Map(result.rows.map((row) => [row.name, row.base]));
+}
+
+/**
  * Every change the reference slot saw, for the tables whose exact `schema.table` names are in `tables` (all
  * when undefined), in WAL order, with its values, its transaction's commit and its `seq`. A TRUNCATE row
  * lists every truncated table; each is one change, as the archive has one record per table.
@@ -325,6 +357,20 @@ export async function referenceChanges(
     }
     const withChanges = transactions.filter((transaction) => transaction.changes.length > 0);
     if (withChanges.length === 0) return [];
+    const valueTypes = await domainArrayTypes(
+      client,
+      withChanges.flatMap((transaction) =>
+        transaction.changes.flatMap((change) => [...(change.oldTuple ?? []), ...(change.newTuple ?? [])]),
+      ),
+    );
+    const typed = (tuple: readonly ReferenceColumn[] | undefined) =>
+      tuple?.map((column) => ({ ...column, valueType: valueTypes.get(column.type) ?? column.type }));
+    for (const transaction of withChanges)
+      transaction.changes = transaction.changes.map((change) => ({
+        ...change,
+        oldTuple: typed(change.oldTuple),
+        newTuple: typed(change.newTuple),
+      }));
     // The commit records, read from the WAL: start LSN and commit time by end LSN.
     await client.query('CREATE EXTENSION IF NOT EXISTS pg_walinspect');
     const commits = await client.query<{ start_lsn: string; end_lsn: string; description: string }>(
