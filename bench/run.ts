@@ -10,10 +10,14 @@
  *   4. snapshot — a BENCH_SNAPSHOT_ROWS-row table (default 1,000,000) archived by the initial snapshot
  *                 (`slotlake run --until-caught-up`) next to `pg_dump --data-only -t` of it: rows/s for both,
  *                 on Debian's PostgreSQL 15 (bench/snapshot.ts).
+ *   5. budget   — `slotlake run --max-duration` (BENCH_BUDGET_MS, default 5000) under a write load,
+ *                 BENCH_BUDGET_RUNS times (3): wall time with process start vs the budget, the run's own
+ *                 durationMs and overrunMs; every run must stop with `deadline` having archived something.
  *
  * Environment: BENCH_ROWS (2000000), BENCH_SMALL_ROWS (BENCH_ROWS/10, at most 200000), BENCH_PAIRS (3),
  * BENCH_MICRO_MS (2000 per stage), BENCH_BIG_FLOOR (1: also read the big transaction with pg_recvlogical),
- * BENCH_SNAPSHOT_ROWS (1000000), BENCH_ONLY (comma list of micro,big,throughput,snapshot); for experiments BENCH_NODE_FLAGS and BENCH_READ_BUFFER
+ * BENCH_SNAPSHOT_ROWS (1000000), BENCH_BUDGET_MS, BENCH_BUDGET_RUNS,
+ * BENCH_ONLY (comma list of micro,big,throughput,snapshot,readers,budget); for experiments BENCH_NODE_FLAGS and BENCH_READ_BUFFER
  * (bench/commands.ts). Quick smoke run: `BENCH_ROWS=20000 npm run bench`.
  * Prints a report and writes it as JSON to bench/results/latest.json. Exits 1 when a part fails or a
  * correctness check does not hold; a missed memory target is reported, not an error.
@@ -25,6 +29,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { startTestStack, type TestStack } from '../test/helpers/stack.js';
 import { benchBigTransaction, type BigResult } from './big.js';
+import { benchBudget, type BudgetResult } from './budget.js';
 import { ensureBuilt, ROOT } from './build.js';
 import { EXPERIMENT, findPgRecvlogical } from './commands.js';
 import { GNU_TIME, hasGnuTime } from './measure.js';
@@ -34,10 +39,10 @@ import { benchSnapshot, type SnapshotResult } from './snapshot.js';
 import { benchReaders, printReaders, type ReadersResult } from './readers.js';
 import { mixedTransactions, smallTransactions } from './workloads.js';
 
-const PARTS = ['micro', 'big', 'throughput', 'snapshot', 'readers'] as const;
+const PARTS = ['micro', 'big', 'throughput', 'snapshot', 'readers', 'budget'] as const;
 type Part = (typeof PARTS)[number];
 /** What runs without BENCH_ONLY: `readers` measures the small transactions of `throughput` and more. */
-const DEFAULT_PARTS: readonly Part[] = ['micro', 'big', 'readers', 'snapshot'];
+const DEFAULT_PARTS: readonly Part[] = ['micro', 'big', 'readers', 'snapshot', 'budget'];
 
 function intFromEnv(name: string, fallback: number, min = 1): number {
   const text = process.env[name];
@@ -178,9 +183,21 @@ function printThroughput(t: ThroughputResult): void {
   );
 }
 
+function printBudget(b: BudgetResult): void {
+  log('');
+  log(`Budget: slotlake run --max-duration ${secs(b.budgetMs)} under a continuous write load`);
+  for (const [i, run] of b.runs.entries()) {
+    log(
+      `  run ${i + 1}  wall ${secs(run.wallMs)} (process start included; ${run.withinBudget ? 'within' : 'OVER'} the budget), ` +
+        `its own durationMs ${secs(run.durationMs)}, overrun ${num(run.overrunMs)} ms, ${num(run.changes)} changes, ${run.stopReason}`,
+    );
+  }
+  log(`  correctness     ${b.ok ? 'OK' : 'FAILED'} (every run stopped with deadline and archived changes)`);
+}
+
 function printSummary(results: Results): void {
   const rows: [string, string][] = [];
-  const { big, throughput, micro, snapshot } = results;
+  const { big, throughput, micro, snapshot, budget } = results;
   if (snapshot) {
     rows.push([`snapshot rows/s (${num(snapshot.rows)} rows)`, num(snapshot.slotlake.rowsPerSecond)]);
     rows.push([
@@ -217,6 +234,14 @@ function printSummary(results: Results): void {
   if (micro) {
     for (const stage of micro.stages) rows.push([`${stage.stage} rows/s (1 core)`, num(stage.rowsPerSec)]);
   }
+  if (budget) {
+    const worst = Math.max(...budget.runs.map((run) => run.wallMs));
+    rows.push([
+      `budget ${secs(budget.budgetMs)}: worst wall time`,
+      `${secs(worst)} ${worst < budget.budgetMs ? '(within)' : '(OVER)'}`,
+    ]);
+    rows.push(['budget correctness', budget.ok ? 'OK' : 'FAILED']);
+  }
   for (const [part, message] of Object.entries(results.errors))
     rows.push([`${part} ERROR`, message.split('\n')[0]!]);
   rows.push(['total bench time', secs(results.totalMs)]);
@@ -237,6 +262,7 @@ interface Results {
   throughput?: ThroughputResult;
   snapshot?: SnapshotResult;
   readers?: ReadersResult;
+  budget?: BudgetResult;
   errors: Record<string, string>;
   totalMs: number;
   ok: boolean;
@@ -253,6 +279,8 @@ async function main(): Promise<number> {
   const pairs = intFromEnv('BENCH_PAIRS', 3);
   const microMs = intFromEnv('BENCH_MICRO_MS', 2_000, 100);
   const bigFloor = process.env.BENCH_BIG_FLOOR !== '0';
+  const budgetMs = intFromEnv('BENCH_BUDGET_MS', 5_000, 1_000);
+  const budgetRuns = intFromEnv('BENCH_BUDGET_RUNS', 3);
   const parts = partsFromEnv();
   const recvlogical = findPgRecvlogical();
 
@@ -269,7 +297,17 @@ async function main(): Promise<number> {
       gnuTime: hasGnuTime() ? GNU_TIME : null,
       pgRecvlogical: recvlogical ? `${recvlogical} (${toolVersion(recvlogical) ?? '?'})` : null,
     },
-    settings: { rows, smallRows, pairs, microMs, bigFloor, parts: [...parts], experiment: EXPERIMENT },
+    settings: {
+      rows,
+      smallRows,
+      pairs,
+      microMs,
+      bigFloor,
+      budgetMs,
+      budgetRuns,
+      parts: [...parts],
+      experiment: EXPERIMENT,
+    },
     errors: {},
     totalMs: 0,
     ok: true,
@@ -315,7 +353,7 @@ async function main(): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    if (parts.has('big') || parts.has('throughput') || parts.has('readers')) {
+    if (parts.has('big') || parts.has('throughput') || parts.has('readers') || parts.has('budget')) {
       log('');
       log('starting the local stack (Postgres, S3, DynamoDB on loopback)…');
       stack = await startTestStack();
@@ -371,6 +409,17 @@ async function main(): Promise<number> {
         if (!results.snapshot.ok) results.ok = false;
       } catch (error) {
         results.errors.snapshot = (error as Error).stack ?? String(error);
+      }
+    }
+    if (parts.has('budget') && stack) {
+      log('');
+      log(`budget: ${budgetRuns} runs of ${secs(budgetMs)} under load…`);
+      try {
+        results.budget = await benchBudget(stack, { budgetMs, runs: budgetRuns, log });
+        printBudget(results.budget);
+        if (!results.budget.ok) results.ok = false;
+      } catch (error) {
+        results.errors.budget = (error as Error).stack ?? String(error);
       }
     }
   } finally {

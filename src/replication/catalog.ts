@@ -33,7 +33,19 @@ interface TypeRow {
 export class TypeCatalog {
   private readonly known = new Map<number, TypeInfo>();
 
-  constructor(private readonly client: pg.Client) {}
+  /**
+   * `client` is the connection to query, or a function giving it at each query (the run's source link, which
+   * replaces a connection a drop has broken).
+   */
+  constructor(client: pg.Client | (() => pg.Client)) {
+    this.clientOf = typeof client === 'function' ? client : () => client;
+  }
+
+  private readonly clientOf: () => pg.Client;
+
+  private get client(): pg.Client {
+    return this.clientOf();
+  }
 
   get registry(): ReadonlyMap<number, TypeInfo> {
     return this.known;

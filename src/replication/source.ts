@@ -37,6 +37,42 @@ export async function openSourceClient(settings: ConnectionSettings): Promise<pg
   return connectClient(settings, false, 'connecting to postgres');
 }
 
+/**
+ * The run's ordinary connection to the source, across replication reconnects. A dropped connection (a proxy or
+ * failover cutting every session) breaks this one too, and node-postgres never reuses a broken client: before
+ * streaming again, `ensureOpen()` checks it with a round trip and opens a new one if it is gone. The catalog
+ * and the checks always query through `client`, the current connection.
+ */
+export class SourceLink {
+  private current: pg.Client;
+
+  constructor(
+    client: pg.Client,
+    private readonly reopen: () => Promise<pg.Client>,
+  ) {
+    this.current = client;
+  }
+
+  get client(): pg.Client {
+    return this.current;
+  }
+
+  /** Opens a new connection when the current one no longer answers. */
+  async ensureOpen(): Promise<void> {
+    const alive = await this.current.query('SELECT 1').then(
+      () => true,
+      () => false,
+    );
+    if (alive) return;
+    await this.current.end().catch(() => undefined);
+    this.current = await this.reopen();
+  }
+
+  async end(): Promise<void> {
+    await this.current.end().catch(() => undefined);
+  }
+}
+
 export async function withSourceClient<T>(
   settings: ConnectionSettings,
   use: (client: pg.Client) => Promise<T>,

@@ -47,6 +47,7 @@ import {
   pluginNotAllowed,
   readSlot,
   type SlotState,
+  SourceLink,
 } from '../replication/source.js';
 import { JSONL_RECORDS, parquetRecords, type RecordFormat } from '../pipeline/record-formats.js';
 import { BatchWriter, type ObjectFormat } from '../sink/batch.js';
@@ -245,11 +246,14 @@ class PipelineRun {
       return this.finish();
     }
 
-    const source = await withRetry(() => openSourceClient(this.connection), {
-      what: 'connecting to postgres',
-      origin: 'source',
-      deadline,
-    });
+    const openSource = () =>
+      withRetry(() => openSourceClient(this.connection), {
+        what: 'connecting to postgres',
+        origin: 'source',
+        deadline,
+      });
+    const link = new SourceLink(await openSource(), openSource);
+    const source = link.client;
     try {
       const slot = await checkSource(source, {
         slot: config.slot,
@@ -265,7 +269,7 @@ class PipelineRun {
       }
       await this.adaptToServer(source, slot);
       const target = this.options.untilCaughtUp ? await currentWalLsn(source) : undefined;
-      const catalog = new TypeCatalog(source);
+      const catalog = new TypeCatalog(() => link.client);
       const first = await this.openReplication();
       let snapshotClient: pg.Client | undefined;
       try {
@@ -323,7 +327,7 @@ class PipelineRun {
             first,
             catalog,
             target,
-            source,
+            link,
           );
         else
           await this.streamWithReconnects(
@@ -333,18 +337,18 @@ class PipelineRun {
             first,
             catalog,
             target,
-            source,
+            link,
           );
       } finally {
         await first.connection.close();
         await snapshotClient?.end().catch(() => undefined);
         this.recordSnapshot();
       }
-      await this.reportSlot(source);
+      await this.reportSlot(link.client);
       logger.info('run finished', { ...this.finish() });
       return this.finish();
     } finally {
-      await source.end().catch(() => undefined);
+      await link.end();
     }
   }
 
@@ -436,7 +440,7 @@ class PipelineRun {
     first: { connection: ReplicationConnection; identity: SystemIdentity },
     catalog: TypeCatalog,
     target: Lsn | undefined,
-    source: pg.Client,
+    link: SourceLink,
   ): Promise<void> {
     const keeper = this.keeperOrFail;
     let opened: { connection: ReplicationConnection; identity: SystemIdentity } | undefined = first;
@@ -448,6 +452,8 @@ class PipelineRun {
     let resume = start;
     this.summary.stopReason = await withRetry(
       async () => {
+        // A reconnect: the drop may have broken the ordinary connection too (the catalog queries through it).
+        if (opened === undefined) await link.ensureOpen();
         const current = opened ?? (await this.openReplication());
         opened = undefined;
         try {
@@ -460,7 +466,7 @@ class PipelineRun {
                 hint: 'DATABASE_URL now reaches another server; the next run checks it against the checkpoint',
               },
             );
-          return await this.streamSession(format, commits, resume, current, catalog, target, source);
+          return await this.streamSession(format, commits, resume, current, catalog, target, link);
         } finally {
           if (current !== first) await current.connection.close();
         }
@@ -496,7 +502,7 @@ class PipelineRun {
     opened: { connection: ReplicationConnection; identity: SystemIdentity },
     catalog: TypeCatalog,
     target: Lsn | undefined,
-    source: pg.Client,
+    link: SourceLink,
   ): Promise<StopReason> {
     const { config, logger } = this;
     const keeper = this.keeperOrFail;
@@ -586,7 +592,7 @@ class PipelineRun {
           () => this.options.checkpoints.clearIntent(keeper.lease),
         );
       }
-      throw await this.refine(classified, source);
+      throw await this.refine(classified, link.client);
     } finally {
       this.acknowledge = undefined;
       this.summary.statusUpdates += stream.statusUpdatesSent;

@@ -14,23 +14,53 @@ export interface CliResult {
   readonly elapsedMs: number;
   /** The last stdout line parsed as JSON (the run summary), if any. */
   readonly summary: Record<string, unknown> | undefined;
-  /** True when this helper killed the process because it outlived `timeoutMs`. */
+  /** True when this helper killed the child because it outlived its timeout. */
+  readonly timedOut: boolean;
+  /** The same as `timedOut` (the name the fault tests use). */
   readonly killedByTimeout: boolean;
+  /** The kill point the child announced on stderr before it SIGKILLed itself (src/support/kill-points.ts). */
+  readonly killPoint: string | undefined;
 }
 
+export interface CliOptions {
+  /** The child is SIGKILLed (and `timedOut` set) after this long; 120 s by default. */
+  readonly timeoutMs?: number;
+}
+
+const KILL_LINE = /^slotlake: kill point (\S+) reached: SIGKILL$/m;
+
+/** A timeout in milliseconds, or options. */
+export type CliTimeout = number | CliOptions;
+
+function cliOptions(timeout: CliTimeout): CliOptions {
+  return typeof timeout === 'number' ? { timeoutMs: timeout } : timeout;
+}
+
+export function runCli(
+  args: string[],
+  env: Record<string, string>,
+  timeout: CliTimeout = {},
+): Promise<CliResult> {
+  return startCli(args, env, timeout).result;
+}
+
+/** A `slotlake` child process still running. */
 export interface RunningCli {
+  /** The child (to signal it directly, e.g. SIGSTOP/SIGCONT). */
   readonly child: ChildProcess;
   /** stderr so far (JSON log lines, and the failure line). */
   stderr(): string;
+  /** Settles when the process ended. */
   readonly result: Promise<CliResult>;
+  /** True once the process ended. */
+  readonly ended: boolean;
+  /** Sends a signal unless the process already ended (SIGTERM: the run drains and stops with `signal`). */
+  kill(signal: NodeJS.Signals): void;
 }
 
-export function runCli(args: string[], env: Record<string, string>, timeoutMs = 120_000): Promise<CliResult> {
-  return startCli(args, env, timeoutMs).result;
-}
-
-/** Starts the command and returns at once: the child (to signal it), its stderr so far, and its result. */
-export function startCli(args: string[], env: Record<string, string>, timeoutMs = 120_000): RunningCli {
+/** Starts `slotlake <args>` and returns at once (see runCli and RunningCli). */
+export function startCli(args: string[], env: Record<string, string>, timeout: CliTimeout = {}): RunningCli {
+  const timeoutMs = cliOptions(timeout).timeoutMs ?? 120_000;
   if (!existsSync(BUILT)) throw new Error('dist/ is missing: run `npm run build` first (npm test does)');
   const cleanEnv: Record<string, string> = {};
   for (const [key, value] of Object.entries(process.env)) {
@@ -53,16 +83,22 @@ export function startCli(args: string[], env: Record<string, string>, timeoutMs 
   let stderr = '';
   child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  let killedByTimeout = false;
+  let ended = false;
   const result = new Promise<CliResult>((resolve, reject) => {
+    let timedOut = false;
     const timer = setTimeout(() => {
-      killedByTimeout = true;
+      timedOut = true;
       // A stopped (SIGSTOP) process must be killable too.
       child.kill('SIGKILL');
     }, timeoutMs);
-    child.on('error', reject);
+    child.on('error', (error) => {
+      clearTimeout(timer);
+      ended = true;
+      reject(error);
+    });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
+      ended = true;
       const lines = stdout.trim().split('\n').filter(Boolean);
       let summary: Record<string, unknown> | undefined;
       try {
@@ -79,11 +115,23 @@ export function startCli(args: string[], env: Record<string, string>, timeoutMs 
         stderr,
         elapsedMs: performance.now() - started,
         summary,
-        killedByTimeout,
+        timedOut,
+        killedByTimeout: timedOut,
+        killPoint: KILL_LINE.exec(stderr)?.[1],
       });
     });
   });
-  return { child, stderr: () => stderr, result };
+  return {
+    child,
+    stderr: () => stderr,
+    result,
+    get ended() {
+      return ended;
+    },
+    kill: (signal) => {
+      if (!ended) child.kill(signal);
+    },
+  };
 }
 
 /** The JSON log lines a run wrote on stderr (the failure line, which is not JSON, is left out). */
@@ -103,4 +151,96 @@ export function logLines(stderr: string): Array<Record<string, unknown>> {
 /** The lines on stderr that are not JSON log lines: a failed run prints exactly one, its reason. */
 export function failureLines(stderr: string): string[] {
   return stderr.split('\n').filter((line) => line.trim() !== '' && !line.startsWith('{'));
+}
+
+/** The `kind` fields of the run's JSON log lines on stderr (e.g. `lease-lost`), in order. */
+export function loggedKinds(result: CliResult): string[] {
+  return logLines(result.stderr)
+    .map((line) => line.kind)
+    .filter((kind): kind is string => typeof kind === 'string');
+}
+
+export interface LeaseWaitOptions extends CliOptions {
+  /** Give up (failing the test) when no run got the lease within this long; 60 s by default. */
+  readonly withinMs?: number;
+}
+
+/**
+ * Runs `slotlake <args>` again while it reports `lease-held` (an earlier run's lease, e.g. of a killed run,
+ * is still running out), up to `withinMs`; returns the first run that did not find the lease held.
+ */
+export async function runWhenLeaseFree(
+  args: string[],
+  env: Record<string, string>,
+  options: LeaseWaitOptions = {},
+): Promise<CliResult> {
+  const withinMs = options.withinMs ?? 60_000;
+  const started = performance.now();
+  for (let attempt = 1; ; attempt++) {
+    const result = await runCli(args, env, options);
+    if (result.summary?.stopReason !== 'lease-held') return result;
+    if (performance.now() - started > withinMs)
+      throw new Error(
+        `the pipeline lease stayed held for ${withinMs} ms (${attempt} runs): ${result.stdout}`,
+      );
+  }
+}
+
+/** A run armed to die at a kill point that ended another way (the result tells how). */
+export class KillPointMissed extends Error {
+  constructor(
+    message: string,
+    readonly result: CliResult,
+  ) {
+    super(message);
+  }
+}
+
+/** Milliseconds a killed run may take to reach its kill point before the test fails. */
+export const KILLED_RUN_BUDGET_MS = 60_000;
+
+export interface KillOptions extends LeaseWaitOptions {
+  /**
+   * Runs that failed with `lease-lost` before the kill point (their renewals late on a loaded machine: a
+   * handled outcome, not the scenario) are armed again, up to this many times; 2 by default.
+   */
+  readonly leaseLostRetries?: number;
+}
+
+/** A killed run, and how many runs before it lost their lease before reaching the kill point. */
+export type KilledRun = CliResult & { readonly leaseLostRuns: number };
+
+/**
+ * Runs with `SLOTLAKE_KILL_AT=<spec>` (`point[:occurrence]`), waiting out a held lease first, and asserts
+ * the run died at that kill point: its announcement on stderr, then SIGKILL, within `timeoutMs`
+ * (KILLED_RUN_BUDGET_MS by default) — a run that hangs or ends before its kill point fails the test (a run
+ * that lost its lease first is armed again, see KillOptions).
+ */
+export async function runKilledAt(
+  args: string[],
+  env: Record<string, string>,
+  spec: string,
+  options: KillOptions = {},
+): Promise<KilledRun> {
+  const point = spec.split(':')[0];
+  const retries = options.leaseLostRetries ?? 2;
+  for (let leaseLostRuns = 0; ; leaseLostRuns++) {
+    const result = await runWhenLeaseFree(
+      args,
+      { ...env, SLOTLAKE_KILL_AT: spec },
+      { timeoutMs: KILLED_RUN_BUDGET_MS, ...options },
+    );
+    const outcome = `exit ${result.code}, signal ${result.signal}, stop ${String(result.summary?.stopReason)}`;
+    if (result.timedOut)
+      throw new KillPointMissed(
+        `the run armed to die at ${spec} hung and was killed by the test (${outcome}):\n${result.stderr}`,
+        result,
+      );
+    if (result.killPoint === point && result.signal === 'SIGKILL') return { ...result, leaseLostRuns };
+    if (result.code === 1 && loggedKinds(result).includes('lease-lost') && leaseLostRuns < retries) continue;
+    throw new KillPointMissed(
+      `the run armed to die at ${spec} did not (${outcome}, kill point ${String(result.killPoint)}):\n${result.stderr}`,
+      result,
+    );
+  }
 }

@@ -22,8 +22,8 @@
  * Every request is logged with the MD5 of its body and when it arrived, reached the target and was answered
  * (clock time, and a process-wide event order that totally orders events across proxies of one process), so
  * a test can reconstruct what each process did to the store, and when. With `bufferRequests` the proxy reads
- * each body in full before matching (matchers and the log then see `body`); meant for small bodies
- * (DynamoDB's JSON).
+ * each body in full before matching (matchers and the log then see `body`) and keeps the target's answers
+ * (`responseBody`); meant for small bodies (DynamoDB's JSON).
  */
 import { createHash } from 'node:crypto';
 import { Agent, createServer, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
@@ -94,13 +94,34 @@ export interface RequestLog {
   bodyBytes: number;
   /** The body, when the proxy buffers requests. */
   body: Buffer | undefined;
+  /**
+   * The target's response body, once it arrived in full, when the proxy buffers requests (up to 256 KiB);
+   * undefined for injected answers.
+   */
+  responseBody: string | undefined;
 }
 
 export interface HttpFaultProxyOptions {
   /** The server to forward to, e.g. `http://127.0.0.1:4569`. */
   readonly target: string;
-  /** Read every request body in full before matching, and keep it in the log (small bodies only). */
+  /**
+   * Read every request body in full before matching, and keep it and the target's response body in the log
+   * (small bodies only).
+   */
   readonly bufferRequests?: boolean;
+}
+
+const MAX_RECORDED_RESPONSE = 256 * 1024;
+
+/** Collects a stream's text as it flows by (without consuming it), up to MAX_RECORDED_RESPONSE bytes. */
+function tapText(stream: NodeJS.ReadableStream, done: (text: string) => void): void {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  stream.on('data', (chunk: Buffer) => {
+    if (size < MAX_RECORDED_RESPONSE) chunks.push(chunk);
+    size += chunk.length;
+  });
+  stream.on('end', () => done(Buffer.concat(chunks).subarray(0, MAX_RECORDED_RESPONSE).toString('utf8')));
 }
 
 export interface HttpFaultProxy {
@@ -231,6 +252,7 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
     upstream.on('response', (answer) => {
       entry.answered = proxyEvent();
       entry.status = answer.statusCode;
+      if (options.bufferRequests) tapText(answer, (text) => (entry.responseBody = text));
       if (mode.resetAfter || clientGone()) {
         answer.resume();
         if (mode.resetAfter) {
@@ -281,6 +303,7 @@ export async function startHttpFaultProxy(options: HttpFaultProxyOptions): Promi
       bodyMd5: undefined,
       bodyBytes: 0,
       body: undefined,
+      responseBody: undefined,
     };
     log.push(entry);
     if (options.bufferRequests) {

@@ -89,7 +89,7 @@ test(`${BUDGET_MS / 1000} s runs against an S3 that turns slow (every request ${
     let highest = (await readSlotDirect(pipeline)).confirmedFlushLsn!;
     const advances: number[] = [];
     for (let i = 0; i < MAX_SLOW_RUNS && advances.length < 2; i++) {
-      const before = await readCheckpointItem(local.stack, pipeline);
+      const before = await readCheckpointItem(pipeline);
       const run = await runCli(
         ['run', '--max-duration', `${BUDGET_MS / 1000}s`],
         slow.env(pipeline),
@@ -105,7 +105,7 @@ test(`${BUDGET_MS / 1000} s runs against an S3 that turns slow (every request ${
       assert.ok((run.summary.durationMs as number) <= BUDGET_MS, describe);
       assert.equal(run.summary.overrunMs, 0, describe);
       assert.ok(['flush-timeout', 'deadline'].includes(run.summary.stopReason as string), describe);
-      const after = await readCheckpointItem(local.stack, pipeline);
+      const after = await readCheckpointItem(pipeline);
       items.push(after);
       // The intent the previous run left is gone: this run recovered it before streaming.
       const left = before?.intentKeys?.SS ?? [];
@@ -190,7 +190,7 @@ test(`${BUDGET_MS / 1000} s runs against an S3 that turns slow (every request ${
     const final = await runCli(['run', '--until-caught-up', '--max-duration', '90s'], clean.env(pipeline));
     assert.equal(final.code, 0, final.stderr);
     assert.equal(final.summary?.stopReason, 'caught-up', JSON.stringify(final.summary));
-    await assertSlotAtCheckpointDirect(local.stack, pipeline);
+    await assertSlotAtCheckpointDirect(pipeline);
     await assertExactlyOnce(local.s3, pipeline, reference, ['public.orders']);
     await assertCommittedObjectsUntouched(
       local.s3,

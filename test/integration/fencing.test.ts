@@ -138,10 +138,12 @@ async function takeover(variant: 'fenced' | 'frozen'): Promise<void> {
     let resultA: CliResult | undefined;
     if (variant === 'frozen') {
       await waitFor(
-        () => a.s3.requests().some((request) => request.fault === 'delay'),
         "A's first held upload",
-        30_000,
-        5,
+        () => a.s3.requests().some((request) => request.fault === 'delay'),
+        {
+          withinMs: 30_000,
+          everyMs: 5,
+        },
       );
       runA.child.kill('SIGSTOP');
       frozenAtMs = systemClock.nowMs();
@@ -155,16 +157,16 @@ async function takeover(variant: 'fenced' | 'frozen'): Promise<void> {
 
     // B starts once A's lease has expired (as DynamoDB holds it).
     await waitFor(
+      "A's lease to expire",
       async () => {
-        const item = await readCheckpointItem(local.stack, pipeline);
+        const item = await readCheckpointItem(pipeline);
         assert.equal(item?.leaseOwner?.S, leaseA.owner, 'nobody took the lease meanwhile');
         return systemClock.nowMs() > Number(item?.leaseExpiresAt?.N);
       },
-      "A's lease to expire",
-      30_000,
+      { withinMs: 30_000, everyMs: 20 },
     );
     // What A left: the slot acknowledged no further than the checkpoint (both read directly).
-    const itemAfterA = await readCheckpointItem(local.stack, pipeline);
+    const itemAfterA = await readCheckpointItem(pipeline);
     const slotAfterA = await readSlotDirect(pipeline);
     assert.ok(itemAfterA?.lsn?.S, 'A committed a checkpoint');
     assert.ok(
@@ -179,6 +181,7 @@ async function takeover(variant: 'fenced' | 'frozen'): Promise<void> {
     if (variant === 'frozen') {
       // Resume A once B's recovery is over: B deleted A's intent keys and cleared the intent.
       await waitFor(
+        "B's recovery",
         () =>
           b.dynamo.requests().some((request) => {
             const update = updateOf(request);
@@ -189,8 +192,7 @@ async function takeover(variant: 'fenced' | 'frozen'): Promise<void> {
               update.clauses.REMOVE.join() === 'intentKeys'
             );
           }),
-        "B's recovery",
-        40_000,
+        { withinMs: 40_000, everyMs: 20 },
       );
       resumedAtMs = systemClock.nowMs();
       runA.child.kill('SIGCONT');
@@ -310,7 +312,7 @@ async function takeover(variant: 'fenced' | 'frozen'): Promise<void> {
       later = await runCli(['run', '--until-caught-up', '--max-duration', '60s'], c.env(pipeline));
     assert.equal(later.code, 0, later.stderr);
     assert.equal(later.summary?.stopReason, 'caught-up', JSON.stringify(later.summary));
-    await assertSlotAtCheckpointDirect(local.stack, pipeline);
+    await assertSlotAtCheckpointDirect(pipeline);
     await assertExactlyOnce(local.s3, pipeline, reference, ['public.a', 'public.b']);
     const history = await assertCommittedObjectsUntouched(
       local.s3,

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { Context } from 'aws-lambda';
+import { assertSlotAtCheckpoint } from '../helpers/assertions.js';
 import { runCli } from '../helpers/cli.js';
 import { createPipeline, startTestStack, type Pipeline, type TestStack } from '../helpers/stack.js';
 
@@ -54,10 +55,8 @@ test('the handler runs one bounded run and returns its summary', async () => {
   assert.equal(summary.changes, 25);
   assert.equal(summary.stopReason, 'idle');
   assert.equal(summary.startCheckpoint, null);
-  const status = await runCli(['status'], pipeline.env);
-  const report = JSON.parse(status.stdout) as { checkpoint: string; slot: { confirmedFlushLsn: string } };
-  assert.equal(report.checkpoint, summary.checkpoint);
-  assert.equal(report.slot.confirmedFlushLsn, summary.checkpoint);
+  // the DynamoDB item and pg_replication_slots, read directly
+  assert.equal(await assertSlotAtCheckpoint(pipeline), summary.checkpoint);
 });
 
 test('a failing run rejects the invocation with the operator line', async () => {

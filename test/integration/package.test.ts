@@ -10,8 +10,10 @@
  * production dependencies only.
  *
  * Needs the build (`npm run build`, which the test script runs first); it does not build by itself.
- * Packaging needs neither AWS credentials nor the network (the test runs it in a network namespace of
- * its own when the machine allows one, so an attempt to reach AWS would fail it).
+ * Packaging needs neither AWS credentials nor the network: the test runs it in a network namespace of
+ * its own (`unshare -n`, which needs root or user namespaces; without it the test fails), so an attempt to
+ * reach AWS fails it. Last, the zip is unpacked outside the repository and its handler is invoked the way
+ * Lambda does it, against a local stack: it must archive a pipeline exactly once.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -22,6 +24,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { inflateRawSync } from 'node:zlib';
+import { assertExactlyOnce, assertSlotAtCheckpoint, setup, testS3Client } from '../helpers/assertions.js';
+import { createReferenceSlot } from '../helpers/reference.js';
+import { createPipeline, startTestStack } from '../helpers/stack.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const HANDLER_FILE = join(ROOT, 'dist', 'entrypoints', 'lambda.js');
@@ -186,10 +191,13 @@ describe('osls package (serverless.yml)', () => {
         outDir,
         '--param=pipelines=test/fixtures/infra/pipelines.yml',
       ];
-      const isolated = canIsolateNetwork();
-      const result = isolated
-        ? await run('unshare', ['-n', process.execPath, ...oslsArgs], env)
-        : await run(process.execPath, oslsArgs, env);
+      // In a network namespace of its own: an attempt to reach AWS (or anything) fails the packaging.
+      assert.ok(
+        canIsolateNetwork(),
+        '`unshare -n` does not work here (it needs root or user namespaces): packaging cannot be shown to ' +
+          'need no network',
+      );
+      const result = await run('unshare', ['-n', process.execPath, ...oslsArgs], env);
       assert.equal(result.code, 0, `osls package failed:\n${result.output}`);
 
       template = JSON.parse(
@@ -201,7 +209,7 @@ describe('osls package (serverless.yml)', () => {
       entries = listZip(zip);
       const unzipped = entries.reduce((sum, entry) => sum + entry.size, 0);
       console.log(
-        `# osls package${isolated ? ' (no network)' : ''}: slotlake.zip ${(zipBytes / 1e6).toFixed(1)} MB, ` +
+        `# osls package (no network): slotlake.zip ${(zipBytes / 1e6).toFixed(1)} MB, ` +
           `${entries.length} files, ${(unzipped / 1e6).toFixed(1)} MB unzipped`,
       );
     },
@@ -211,6 +219,15 @@ describe('osls package (serverless.yml)', () => {
   after(async () => {
     if (outDir) await rm(outDir, { recursive: true, force: true });
   });
+
+  /** The zip, unpacked once into a folder outside the repository. */
+  let unpacking: Promise<string> | undefined;
+  const unpackedArtifact = (): Promise<string> =>
+    (unpacking ??= (async () => {
+      const dir = join(outDir, 'unpacked');
+      await extractZip(zip, entries, dir);
+      return dir;
+    })());
 
   const FIXTURE_PIPELINES = ['shop', 'billing-eu', 'crm'];
   const SHOP_SECRET = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:slotlake/shop-AbCdEf';
@@ -543,11 +560,10 @@ describe('osls package (serverless.yml)', () => {
     assert.ok(zipBytes > 0);
   });
 
-  it('runs from the unpacked artifact alone: the handler module loads with only the zipped dependencies', async () => {
+  it('loads from the unpacked artifact alone: the handler and the RDS CA bundle with only the zipped dependencies', async () => {
     // Outside the repository, so nothing resolves from the repo's node_modules: a runtime import of a
     // devDependency (or of a file left out of the zip) fails here instead of in Lambda.
-    const unpacked = join(outDir, 'unpacked');
-    await extractZip(zip, entries, unpacked);
+    const unpacked = await unpackedArtifact();
     const probe =
       "const m = await import('./dist/entrypoints/lambda.js');" +
       "if (typeof m.handler !== 'function') throw new Error('no handler export');" +
@@ -557,5 +573,61 @@ describe('osls package (serverless.yml)', () => {
     const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, NODE_OPTIONS: '--enable-source-maps' };
     const result = await run(process.execPath, ['--input-type=module', '-e', probe], env, unpacked);
     assert.equal(result.code, 0, `importing the packaged handler failed:\n${result.output}`);
+  });
+
+  it('runs from the unpacked artifact alone: the zipped handler, invoked with a Lambda context, archives a local pipeline exactly once', async () => {
+    const unpacked = await unpackedArtifact();
+    const stack = await startTestStack();
+    const s3 = testS3Client(stack);
+    const pipeline = await createPipeline(
+      stack,
+      'CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(8,2));',
+      {
+        SLOTLAKE_IDLE_TIMEOUT: '1s',
+      },
+    );
+    try {
+      await setup(pipeline);
+      const reference = await createReferenceSlot(pipeline);
+      await pipeline.sql(`INSERT INTO items SELECT g, 'item ' || g, g * 1.25 FROM generate_series(1, 25) g`);
+      await pipeline.sql(`UPDATE items SET price = price + 1 WHERE id <= 5`);
+      // What Lambda does: import the handler named in the template from the unzipped code and call it with
+      // an event and a context whose remaining time is the budget; the summary is what it returns.
+      const invoke = join(unpacked, 'invoke-handler.mjs');
+      await writeFile(
+        invoke,
+        `const { handler } = await import('./dist/entrypoints/lambda.js');
+const endsAt = Date.now() + 60_000;
+const context = {
+  callbackWaitsForEmptyEventLoop: true, functionName: 'slotlake-test-shop', functionVersion: '$LATEST',
+  invokedFunctionArn: 'arn:aws:lambda:us-east-1:123456789012:function:slotlake-test-shop',
+  memoryLimitInMB: '1024', awsRequestId: 'req-1', logGroupName: '/aws/lambda/slotlake-test-shop',
+  logStreamName: 'stream', getRemainingTimeInMillis: () => endsAt - Date.now(),
+  done() {}, fail() {}, succeed() {},
+};
+const summary = await handler({ source: 'aws.events' }, context);
+process.stdout.write('SUMMARY ' + JSON.stringify(summary) + '\\n');
+process.exit(0);
+`,
+      );
+      const env: NodeJS.ProcessEnv = {
+        PATH: process.env.PATH,
+        NODE_OPTIONS: '--enable-source-maps',
+        ...pipeline.env,
+      };
+      const result = await run(process.execPath, [invoke], env, unpacked);
+      assert.equal(result.code, 0, `the packaged handler failed:\n${result.output}`);
+      const line = result.output.split('\n').find((l) => l.startsWith('SUMMARY '));
+      assert.ok(line, `the handler returned a summary:\n${result.output}`);
+      const summary = JSON.parse(line.slice('SUMMARY '.length)) as Record<string, unknown>;
+      assert.equal(summary.stopReason, 'idle');
+      assert.equal(summary.changes, 30);
+      assert.equal(summary.checkpoint, await assertSlotAtCheckpoint(pipeline));
+      await assertExactlyOnce(s3, pipeline, reference, ['public.items']);
+    } finally {
+      await pipeline.close();
+      s3.destroy();
+      await stack.stop();
+    }
   });
 });

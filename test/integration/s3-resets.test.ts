@@ -211,7 +211,7 @@ test(`random S3 connection resets, with "postgres" in every name, never delete a
       pipeline,
       proxies.flatMap((run) => run.s3Requests()),
     );
-    await assertSlotAtCheckpointDirect(local.stack, pipeline);
+    await assertSlotAtCheckpointDirect(pipeline);
     const lake = await assertExactlyOnce(local.s3, pipeline, reference, [
       'public.orders',
       'public.postgres_events',

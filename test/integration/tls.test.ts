@@ -16,6 +16,7 @@ import { ReplicationConnection, type ConnectionSettings } from '../../src/replic
 import { SourceAccess, type TlsMode } from '../../src/replication/credentials.js';
 import { openSourceClient } from '../../src/replication/source.js';
 import { runCli } from '../helpers/cli.js';
+import { waitFor } from '../helpers/wait.js';
 import { createPipeline, startTestStack, type Pipeline, type TestStack } from '../helpers/stack.js';
 
 let stack: TestStack;
@@ -68,7 +69,7 @@ before(async () => {
   await admin.query('SELECT pg_reload_conf()');
   await admin.end();
   // Wait until new connections get TLS (the reload is asynchronous).
-  for (;;) {
+  await waitFor('the server to accept TLS after the reload', async () => {
     const probe = new pg.Client({
       connectionString: stack.postgres.url(),
       ssl: { rejectUnauthorized: false },
@@ -78,8 +79,8 @@ before(async () => {
       () => false,
     );
     await probe.end().catch(() => undefined);
-    if (up) break;
-  }
+    return up;
+  });
   pipeline = await createPipeline(stack, 'CREATE TABLE items (id int PRIMARY KEY, name text);', {
     SLOTLAKE_IDLE_TIMEOUT: '1s',
   });

@@ -552,6 +552,38 @@ describe('BatchWriter', () => {
       assert.equal(archive.objects.get(key)?.content, `${line('a', C1, 0)}\n`);
     });
 
+    it('an upload queued for a slot never starts once the lease is fenced, even before the signal aborts', async () => {
+      // The fence is checked on the lease's own clock right before each upload: an event loop that stalled
+      // past the fence may not have run the timer that aborts the signal yet.
+      const archive = new MemoryObjectStore();
+      let writable = true;
+      const started: string[] = [];
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => (release = resolve));
+      archive.beforeUpload = async (key) => {
+        started.push(key);
+        if (key.includes('public.a')) await held;
+      };
+      const batch = writer(archive, 1024 * 1024, {
+        uploadConcurrency: 1,
+        assertWritable: () => {
+          if (!writable) throw new SlotlakeError('fenced', { kind: 'lease-lost' });
+        },
+      });
+      put(batch, 'a', '2025-11-24', C1, 0, line('a', C1, 0), false);
+      put(batch, 'b', '2025-11-24', C1, 1, line('b', C1, 1), false);
+      const finishing = batch.finish();
+      await waitFor(() => started.length === 1, "a's upload to start (b's waits for the slot)");
+      writable = false;
+      release();
+      await assert.rejects(
+        finishing,
+        (error: unknown) => error instanceof SlotlakeError && error.kind === 'lease-lost',
+      );
+      assert.equal(started.length, 1, `only the upload begun before the fence: ${started.join(', ')}`);
+      assert.ok(!archive.events.some((event) => event.startsWith('upload') && event.includes('public.b')));
+    });
+
     it('a failure to record the intent stops the upload and leaves no spool file', async () => {
       const archive = new MemoryObjectStore();
       const failure = denied('dynamodb says no');

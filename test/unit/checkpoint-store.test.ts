@@ -4,7 +4,9 @@
  * writes succeed only from the expected version and with the current lease, never move backwards on the same
  * source (unsigned LSN order, also above 2^63), clear the intent and record the pending manifest (or remove
  * it); the lease is exclusive until it expires, each acquisition fences out the holders before it and reports
- * the lease it took over; the measured store speed and the source identity are kept.
+ * the lease it took over (exactly one of several racing runs gets it; held up to its expiry instant; a
+ * released or fenced-off lease changes nothing, not even the new holder's intent); the measured store speed
+ * and the source identity are kept.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -172,6 +174,16 @@ for (const [name, create] of implementations) {
       assert.equal((await store.write(at((1n << 64n) - 1n), 1, lease)).version, 2);
       assert.equal((await store.read())?.lsn, (1n << 64n) - 1n);
     });
+
+    it('keeps a cut transaction whose position and commit LSN are above 2^63', async () => {
+      const { store, lease } = await held();
+      const partial = { commitLsn: (1n << 64n) - 2n, nextSeq: 3 };
+      await store.write(at((1n << 63n) + 5n, partial), null, lease);
+      const read = await store.read();
+      assert.equal(read?.lsn, (1n << 63n) + 5n);
+      assert.deepEqual(read?.partial, partial);
+      await assert.rejects(store.write(at(1n << 63n), 1, lease), isKind('internal'));
+    });
   });
 
   describe(`${name}: lease`, () => {
@@ -213,6 +225,69 @@ for (const [name, create] of implementations) {
       assert.equal(again.takenOver, undefined);
       await assert.rejects(store.write(at(0x100n), null, first), isKind('lease-lost'));
       assert.equal((await store.write(at(0x100n), null, again.lease)).version, 1);
+    });
+
+    it('is held up to and including its expiry instant, and can be taken one millisecond later', async () => {
+      const { store, lease } = await held('run-1', 0);
+      assert.equal(lease.expiresAtMs, MINUTE);
+      assert.equal((await store.acquire('run-2', MINUTE, MINUTE)).acquired, false);
+      const taken = await acquired(store, 'run-2', MINUTE + 1);
+      assert.deepEqual(taken.takenOver, { owner: 'run-1', expiresAtMs: MINUTE });
+    });
+
+    it('runs racing for an expired lease: exactly one gets it, with the next fence', async () => {
+      const { store, lease } = await held('run-1', 0);
+      const results = await Promise.all(
+        ['run-a', 'run-b', 'run-c', 'run-d'].map((owner) => store.acquire(owner, MINUTE, 2 * MINUTE)),
+      );
+      const winners = results.filter((result) => result.acquired);
+      assert.equal(winners.length, 1, JSON.stringify(results));
+      const winner = winners[0]!;
+      assert.ok(winner.acquired);
+      assert.equal(winner.lease.fence, lease.fence + 1);
+      for (const loser of results.filter((result) => !result.acquired)) {
+        assert.ok(!loser.acquired);
+        assert.equal(loser.holder, winner.lease.owner);
+      }
+      await assert.rejects(store.write(at(0x100n), null, lease), isKind('lease-lost'));
+      assert.equal((await store.write(at(0x100n), null, winner.lease)).version, 1);
+    });
+
+    it('a released lease can write nothing; the next acquisition has a higher fence', async () => {
+      const { store, lease } = await held('run-1', 0);
+      await store.release(lease);
+      await assert.rejects(store.write(at(0x100n), null, lease), isKind('lease-lost'));
+      await assert.rejects(store.recordIntent(lease, ['k']), isKind('lease-lost'));
+      await assert.rejects(store.renew(lease, MINUTE, 1), isKind('lease-lost'));
+      const next = await acquired(store, 'run-2', 1);
+      assert.ok(next.lease.fence > lease.fence, `${next.lease.fence} > ${lease.fence}`);
+      assert.deepEqual(next.intentKeys, []);
+      assert.equal(await store.read(), null);
+    });
+
+    it('a fenced-off run changes neither the intent nor the pending manifest nor the lease of the new holder', async () => {
+      const { store, lease: old } = await held('run-1', 0);
+      const taken = await acquired(store, 'run-2', 2 * MINUTE);
+      await store.recordIntent(taken.lease, ['data/new/1.jsonl.gz']);
+      await assert.rejects(store.recordIntent(old, ['data/old/1.jsonl.gz']), isKind('lease-lost'));
+      await assert.rejects(store.clearIntent(old), isKind('lease-lost'));
+      await assert.rejects(
+        store.write(
+          { ...at(0x100n), manifest: { key: 'manifests/x.json', stagingKey: 's/x.json' } },
+          null,
+          old,
+        ),
+        isKind('lease-lost'),
+      );
+      await assert.rejects(
+        store.release(old, { uploadBytesPerMs: 1, requestLatencyMs: 1, commitLatencyMs: 1 }, 5),
+        isKind('lease-lost'),
+      );
+      const third = await acquired(store, 'run-3', 4 * MINUTE);
+      assert.deepEqual(third.intentKeys, ['data/new/1.jsonl.gz']);
+      assert.equal(third.pendingManifest, undefined);
+      assert.equal(third.checkpoint, null);
+      assert.deepEqual(third.takenOver, { owner: 'run-2', expiresAtMs: 3 * MINUTE });
     });
 
     it('a lease forged with the wrong fence is refused', async () => {

@@ -56,10 +56,12 @@ describe('write fence', () => {
   const received = () => connections.map((connection) => connection.data).join('');
   /** Waits until the server has seen `text`. */
   const serverSaw = (text: string) =>
-    waitFor(() => received().includes(text), `the server to receive ${text}`);
+    waitFor(`the server to receive ${text}`, () => received().includes(text), { everyMs: 20 });
   /** Waits until every connection the server accepted is closed (nothing more can arrive), then: never `text`. */
   const serverNeverSaw = async (text: string) => {
-    await waitFor(() => connections.every((connection) => connection.closed), 'every connection to close');
+    await waitFor('every connection to close', () => connections.every((connection) => connection.closed), {
+      everyMs: 20,
+    });
     assert.equal(received().includes(text), false, `the server received ${text}`);
   };
 
@@ -214,13 +216,15 @@ describe('write fence over TLS (S3 itself is HTTPS)', () => {
     socket.once('connect', () => (refuse = true));
     const outcome = await Promise.race([
       failure.then((error) => error.message),
-      waitFor(() => received.includes('held during the handshake'), 'the server to receive it').then(
-        () => 'sent',
-      ),
+      waitFor('the server to receive it', () => received.includes('held during the handshake'), {
+        everyMs: 20,
+      }).then(() => 'sent'),
     ]);
     assert.equal(outcome, 'fenced');
     socket.destroy();
-    await waitFor(() => openOnServer.size === 0, 'the server side of the connection to close');
+    await waitFor('the server side of the connection to close', () => openOnServer.size === 0, {
+      everyMs: 20,
+    });
     assert.equal(received.includes('held during the handshake'), false);
   });
 });
