@@ -103,6 +103,7 @@ async function main(): Promise<void> {
           { env: { ...cleanEnvironment(), ...envOf(format) }, timeoutMs: 20 * 60_000, cwd: ROOT },
         );
         const summary = expectCleanRun(`slotlake run (${format})`, run);
+        if (process.env.PROFILE_SUMMARY) log(JSON.stringify(summary));
         log('');
         log(
           `${format}: ${String(summary.changes)} changes, wall ${(run.wallMs / 1000).toFixed(2)} s, ` +

@@ -349,6 +349,11 @@ export class ReplicationStream {
     this.queue.push(frame);
   }
 
+  /** A frame already received, without waiting (undefined when none is queued); throws a stream failure. */
+  poll(): ServerFrame | undefined {
+    return this.queue.poll();
+  }
+
   /** The next frame, `'timeout'` after `timeoutMs` without one, or `'ended'` when the stream is over. */
   next(timeoutMs: number): Promise<NextFrame> {
     return this.queue.next(timeoutMs);

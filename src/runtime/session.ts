@@ -33,7 +33,7 @@ import { tableSchemaRef } from '../pipeline/table-schema.js';
 import type { XLogDataFrame } from '../protocol/frames.js';
 import type { TypeCatalog } from '../replication/catalog.js';
 import type { ReplicationStream } from '../replication/connection.js';
-import type { BatchWriter, TableSchemaRef } from '../sink/batch.js';
+import type { BatchWriter, RecordTarget, TableSchemaRef } from '../sink/batch.js';
 import type { Clock, Deadline } from '../support/deadline.js';
 import { killPoint } from '../support/kill-points.js';
 import type { CommitSequence, CommitResult } from './commit.js';
@@ -233,8 +233,13 @@ export class ReplicationSession<R> {
         this.framesSinceYield = 0;
         await new Promise((resolve) => setImmediate(resolve));
       }
-      const waitMs = Math.max(0, Math.min(MAX_FRAME_WAIT_MS, deadline.usableMs() - this.flushEstimateMs));
-      const frame = await stream.next(waitMs);
+      // A frame already received is taken without a wait (and without a promise): a backlog is processed
+      // synchronously, frame after frame, until one needs I/O.
+      const frame =
+        stream.poll() ??
+        (await stream.next(
+          Math.max(0, Math.min(MAX_FRAME_WAIT_MS, deadline.usableMs() - this.flushEstimateMs)),
+        ));
       if (frame === 'ended') {
         throw new SlotlakeError('the server ended the replication stream', {
           kind: 'source-connection-lost',
@@ -245,7 +250,10 @@ export class ReplicationSession<R> {
       }
       if (frame === 'timeout') stopReason = await this.onQuiet();
       else if (frame.type === 'keepalive') await this.onKeepalive(frame.walEnd);
-      else await this.onData(frame);
+      else {
+        const pending = this.onData(frame);
+        if (pending !== undefined) await pending;
+      }
     }
     // Drain: make everything read durable, checkpoint, acknowledge; then end the stream cleanly. A snapshot
     // chunk still in flight is read again by the next run.
@@ -333,52 +341,75 @@ export class ReplicationSession<R> {
       await this.commitBatch();
   }
 
-  private async onData(frame: XLogDataFrame): Promise<void> {
+  /*
+   * The per-change path (onData → onMessage → write) returns undefined when it completed synchronously and a
+   * promise only when it had to wait (a relation to describe, a batch to commit, a stream to drain): a backlog
+   * costs no promise per message.
+   */
+
+  private onData(frame: XLogDataFrame): Promise<void> | undefined {
     this.lastDataAtMs = this.options.clock.nowMs();
-    let decoded = this.decode(frame);
-    if (decoded instanceof Promise) decoded = await decoded;
-    if (Array.isArray(decoded)) {
-      for (const message of decoded as readonly LogicalMessage[])
-        await this.onMessage(message, frame.walStart);
-      this.framesSinceEstimate = FRAMES_PER_ESTIMATE;
-    } else await this.onMessage(decoded as LogicalMessage, frame.walStart);
+    const decoded = this.decode(frame);
+    if (decoded instanceof Promise)
+      return decoded.then((messages) => this.onDecodedAsync(messages, frame.walStart));
+    if (Array.isArray(decoded))
+      return this.onDecodedAsync(decoded as readonly LogicalMessage[], frame.walStart);
+    return this.onMessage(decoded as LogicalMessage, frame.walStart);
   }
 
-  private async onMessage(message: LogicalMessage, walStart: Lsn): Promise<void> {
+  /** Messages decoded together (wal2json's, or from a wait), one after the other. */
+  private async onDecodedAsync(
+    decoded: LogicalMessage | readonly LogicalMessage[],
+    walStart: Lsn,
+  ): Promise<void> {
+    if (!Array.isArray(decoded)) return this.onMessage(decoded as LogicalMessage, walStart);
+    for (const message of decoded as readonly LogicalMessage[]) await this.onMessage(message, walStart);
+    this.framesSinceEstimate = FRAMES_PER_ESTIMATE;
+  }
+
+  private onMessage(message: LogicalMessage, walStart: Lsn): Promise<void> | undefined {
     const event = this.assembler.accept(message, walStart);
     switch (event.kind) {
       case 'none':
-        return;
+        return undefined;
       case 'begin':
         this.framesSinceEstimate = FRAMES_PER_ESTIMATE;
-        return;
+        return undefined;
       case 'type':
         this.described.set(event.type.oid, event.type);
-        return;
+        return undefined;
       case 'relation':
-        await this.describe(event.relation);
-        return;
+        return this.describe(event.relation);
       case 'watermark':
         this.options.snapshot?.onWatermark(event.watermark, event.transaction, event.lsn);
-        return;
+        return undefined;
       case 'changes':
-        for (const change of event.changes) {
-          this.options.snapshot?.observe(change);
-          await this.write(change);
-        }
-        return;
-      case 'commit': {
-        this.framesSinceEstimate = FRAMES_PER_ESTIMATE;
-        if (event.archived) this.batchTransactions++;
-        else this.batchSkipped++;
-        const emission = await this.options.snapshot?.onCommit(event.commitLsn);
-        if (emission) await this.writeChunk(emission);
-        const { target } = this.options;
-        if (target !== undefined && this.assembler.lastCompleteLsn >= target) this.caughtUp = true;
-        if (this.policy.rotationDue(this.batch, this.options.clock.nowMs())) await this.commitBatch();
-        return;
-      }
+        return this.writeChanges(event.changes, 0);
+      case 'commit':
+        return this.onCommit(event.archived, event.commitLsn);
     }
+  }
+
+  /** Writes `changes` from `from` on; synchronously until one write has to wait. */
+  private writeChanges(changes: readonly Change[], from: number): Promise<void> | undefined {
+    for (let i = from; i < changes.length; i++) {
+      const change = changes[i]!;
+      this.options.snapshot?.observe(change);
+      const pending = this.write(change);
+      if (pending !== undefined) return pending.then(() => this.writeChanges(changes, i + 1));
+    }
+    return undefined;
+  }
+
+  private async onCommit(archived: boolean, commitLsn: Lsn): Promise<void> {
+    this.framesSinceEstimate = FRAMES_PER_ESTIMATE;
+    if (archived) this.batchTransactions++;
+    else this.batchSkipped++;
+    const emission = await this.options.snapshot?.onCommit(commitLsn);
+    if (emission) await this.writeChunk(emission);
+    const { target } = this.options;
+    if (target !== undefined && this.assembler.lastCompleteLsn >= target) this.caughtUp = true;
+    if (this.policy.rotationDue(this.batch, this.options.clock.nowMs())) await this.commitBatch();
   }
 
   /**
@@ -395,8 +426,7 @@ export class ReplicationSession<R> {
     this.schemas.set(version.schemaId, tableSchemaRef(version.schemaId, relation, columns, this.registry));
   }
 
-  private async write(change: Change): Promise<void> {
-    const encoder = this.encoders.get(change.relation.schemaId)!;
+  private write(change: Change): Promise<void> | undefined {
     const schema = this.schemas.get(change.relation.schemaId)!;
     const target = {
       schema,
@@ -410,18 +440,20 @@ export class ReplicationSession<R> {
     if (
       this.batch.opensObject(target) &&
       this.policy.mustEndBeforeNewObject(this.batch, this.batch.maxKeyBytes(schema.table))
-    ) {
-      await this.commitBatch({
+    )
+      return this.commitBatch({
         ...this.assembler.positionBefore(change),
         snapshot: this.options.snapshot?.progress,
-      });
-      target.transactionContinues = true;
-    }
-    const encoded = encoder.encode(change);
+      }).then(() => this.append(change, { ...target, transactionContinues: true }));
+    return this.append(change, target);
+  }
+
+  private append(change: Change, target: RecordTarget): Promise<void> | undefined {
+    const encoded = this.encoders.get(change.relation.schemaId)!.encode(change);
     const object = this.batch.write(target, encoded.record, encoded.bytes);
     this.changesRead++;
     if (change.seq >= 1) killPoint('mid-transaction');
-    if (object.needsDrain) await object.drain();
+    return object.needsDrain ? object.drain() : undefined;
   }
 
   /**

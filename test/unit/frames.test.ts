@@ -74,7 +74,7 @@ describe('decodeServerFrame on captured frames', () => {
     for (const { scenario, name, payload, frame } of captured.filter((c) => c.name.startsWith('xlogdata'))) {
       const data = xlog(frame);
       assert.equal(payload[0], 0x77);
-      assert.deepEqual(data.data, payload.subarray(25));
+      assert.deepEqual([...data.data], [...payload.subarray(25)]);
       assert.equal(data.data.buffer, payload.buffer, 'data is a view into the frame');
       assert.equal(data.data.byteOffset, payload.byteOffset + 25);
       // The walsender writes the same position as start and end of a logical message.
