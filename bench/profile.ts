@@ -99,11 +99,32 @@ async function main(): Promise<void> {
         rmSync(profileDir, { recursive: true, force: true });
         const run = await runMeasured(
           process.execPath,
-          ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, CLI, 'run', '--until-caught-up'],
+          [
+            ...(process.env.PROFILE_NODE_FLAGS ?? '').split(' ').filter(Boolean),
+            '--cpu-prof',
+            `--cpu-prof-dir=${profileDir}`,
+            CLI,
+            'run',
+            '--until-caught-up',
+          ],
           { env: { ...cleanEnvironment(), ...envOf(format) }, timeoutMs: 20 * 60_000, cwd: ROOT },
         );
         const summary = expectCleanRun(`slotlake run (${format})`, run);
         if (process.env.PROFILE_SUMMARY) log(JSON.stringify(summary));
+        if (process.env.PROFILE_NODE_FLAGS)
+          log(
+            run.stdout
+              .split('\n')
+              .filter((line) => /Mark-Compact|Mark-sweep/.test(line))
+              .join('\n'),
+          );
+        if (process.env.PROFILE_NODE_FLAGS)
+          log(
+            run.stderrTail
+              .split('\n')
+              .filter((line) => line.startsWith('MEM'))
+              .join('\n'),
+          );
         log('');
         log(
           `${format}: ${String(summary.changes)} changes, wall ${(run.wallMs / 1000).toFixed(2)} s, ` +

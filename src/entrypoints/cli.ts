@@ -5,6 +5,7 @@
  * which prints SQL (or, with `--format json`, one JSON document); logs are JSON lines on stderr. Exit 0 for every clean stop; on failure, non-zero and one human-readable line on stderr
  * saying what is wrong and what to do.
  */
+import '../support/heap.js'; // first: sets how the heap grows before anything allocates
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { loadConfig, parseDuration, type Config } from '../config.js';
 import { classify, SlotlakeError } from '../errors.js';

@@ -4,6 +4,7 @@
  * A failed run throws (so the invocation is marked failed and alarms can fire) after logging one clear line;
  * it never moves the checkpoint or the slot past what is archived.
  */
+import '../support/heap.js'; // first: sets how the heap grows before anything allocates
 import middy from '@middy/core';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import type { Context } from 'aws-lambda';

@@ -13,6 +13,7 @@ import type { Tuple, TupleValue } from '../../src/decoding/messages.js';
 import { PgType, type TypeInfo } from '../../src/decoding/values.js';
 import {
   ParquetObjectWriter,
+  RowGroupBudget,
   type ParquetChange,
   type ParquetColumn,
   type ParquetCompression,
@@ -693,6 +694,52 @@ describe('the writer', () => {
     assert.equal(s.min, 'aaaaaaaaaaaaaaaa');
     assert.equal(s.max, 'bbbbbbbbbbbbbbbc');
     assert.equal(s.truncated, true);
+  });
+
+  it('open objects share one budget of buffered values: the one buffering the most ends its row group early', async () => {
+    const budget = new RowGroupBudget(4096);
+    const text = (seq: number) => `value ${seq} `.padEnd(200, 'x');
+    const writers = [0, 1, 2].map(
+      (i) =>
+        new ParquetObjectWriter(
+          join(dir, `budget-${i}.parquet`),
+          [{ name: 's', typeOid: PgType.text, typeModifier: -1 }],
+          {
+            compression: 'none',
+            budget,
+          },
+        ),
+    );
+    let most = 0;
+    for (let seq = 0; seq < 300; seq++) {
+      writers[seq % 3]!.write({
+        op: 'c',
+        lsn: BigInt(seq + 1),
+        commitLsn: BigInt(seq + 1),
+        seq,
+        txId: 1,
+        commitTimeUnixUs: 0n,
+        row: [{ kind: 'text', text: text(seq) }],
+        beforeJson: null,
+        unchangedToast: null,
+      });
+      most = Math.max(most, budget.buffered);
+      assert.equal(
+        budget.buffered,
+        writers.reduce((sum, writer) => sum + writer.bufferedBytes, 0),
+      );
+    }
+    assert.ok(most <= 4096, `buffered at most ${most} bytes together`);
+    for (const writer of writers)
+      assert.ok(writer.rowGroups >= 5, `${writer.rowGroups} row groups ended early`);
+    for (const writer of writers) await writer.close();
+    assert.equal(budget.buffered, 0, 'closed objects leave the budget');
+    for (const i of [0, 1, 2]) {
+      const rows = await query(
+        `SELECT count(*)::int AS n, count(DISTINCT _seq)::int AS d FROM read_parquet(${quote(join(dir, `budget-${i}.parquet`))})`,
+      );
+      assert.deepEqual([rows[0]!.n, rows[0]!.d], [100, 100]);
+    }
   });
 
   it('close is idempotent; discard removes the file; nothing is written after close', async () => {

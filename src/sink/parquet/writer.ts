@@ -78,6 +78,8 @@ export interface ParquetWriterOptions {
   readonly rowGroupRows?: number;
   /** Estimated bytes per row group at most (default 8 MiB), from the text of the buffered values. */
   readonly rowGroupBytes?: number;
+  /** The budget shared with the other open objects (default: the process's, SHARED_ROW_GROUP_BUDGET). */
+  readonly budget?: RowGroupBudget;
   /** Types of array elements and non-built-in types, as for `createValueMapper`. */
   readonly types?: TypeRegistry;
 }
@@ -91,6 +93,12 @@ export interface ParquetWriterOptions {
  */
 export const DEFAULT_ROW_GROUP_ROWS = 15_000;
 export const DEFAULT_ROW_GROUP_BYTES = 8 * 1024 * 1024;
+/**
+ * The estimated bytes of values all open Parquet objects of the process may buffer together (see
+ * RowGroupBudget): buffered values take some four to five times their text in the heap, so this keeps a
+ * run's row-group buffers near 60 MiB whatever the number of tables written at once.
+ */
+export const DEFAULT_BUFFERED_BYTES_LIMIT = 12 * 1024 * 1024;
 const PAGE_BYTES = 1024 * 1024;
 /** Largest output buffer kept between row groups (a bigger one is handed to the file and replaced). */
 const OUTPUT_BUFFER_BYTES = 1024 * 1024;
@@ -198,6 +206,42 @@ function checkInteger(value: number, what: string): number {
   return value;
 }
 
+/**
+ * Row-group buffers of every open object, together. Each object ends a row group at its own bounds (rows,
+ * bytes); when the sum over the open objects passes the limit — many tables written at once, each with a
+ * partly filled row group — the object buffering the most ends its row group early. Memory is then bounded
+ * by the limit, not by the number of open objects times a row group.
+ */
+export class RowGroupBudget {
+  private readonly open = new Set<ParquetObjectWriter>();
+  /** Estimated bytes buffered by the open objects. */
+  buffered = 0;
+
+  constructor(readonly limitBytes: number) {}
+
+  add(writer: ParquetObjectWriter): void {
+    this.open.add(writer);
+  }
+
+  remove(writer: ParquetObjectWriter): void {
+    if (this.open.delete(writer)) this.buffered -= writer.bufferedBytes;
+  }
+
+  /** Ends the largest buffered row group while the total is over the limit. */
+  enforce(): void {
+    while (this.buffered > this.limitBytes) {
+      let largest: ParquetObjectWriter | undefined;
+      for (const writer of this.open)
+        if (!largest || writer.bufferedBytes > largest.bufferedBytes) largest = writer;
+      if (!largest || largest.bufferedBytes === 0) return;
+      largest.endRowGroup();
+    }
+  }
+}
+
+/** The budget writers share unless given their own (one per process: memory is the process's). */
+export const SHARED_ROW_GROUP_BUDGET = new RowGroupBudget(DEFAULT_BUFFERED_BYTES_LIMIT);
+
 function checkInt64(value: bigint, what: string): bigint {
   if (value < 0n || value > INT64_MAX) throw new RangeError(`${what} ${value} does not fit a Parquet INT64`);
   return value;
@@ -215,6 +259,7 @@ export class ParquetObjectWriter {
   private readonly statistics: StatisticsAccumulator[];
   private readonly rowGroupRows: number;
   private readonly rowGroupBytes: number;
+  private readonly budget: RowGroupBudget;
   private buffers: unknown[][];
   private bufferedRows = 0;
   private flushedEstimate = 0;
@@ -237,6 +282,7 @@ export class ParquetObjectWriter {
     if (!(this.rowGroupRows >= 1) || !(this.rowGroupBytes >= 1)) {
       throw new RangeError('rowGroupRows and rowGroupBytes must be at least 1');
     }
+    this.budget = options.budget ?? SHARED_ROW_GROUP_BUDGET;
     const { codec, compressors } = codecOf(options.compression);
     const plans = planColumns(columns, options.types);
     this.tableColumns = plans.length;
@@ -303,6 +349,7 @@ export class ParquetObjectWriter {
       this.file.write(chunk);
     });
     this.parquet = new ParquetWriter({ writer: output, schema, codec, compressors, createdBy: CREATED_BY });
+    this.budget.add(this);
   }
 
   /** Appends one change. Returns false when the caller should await drain(). */
@@ -387,11 +434,16 @@ export class ParquetObjectWriter {
     this.rows++;
     this.bufferedRows++;
     this.bufferedBytes += bytes;
-    if (this.bufferedRows >= this.rowGroupRows || this.bufferedBytes >= this.rowGroupBytes) {
+    this.budget.buffered += bytes;
+    if (this.bufferedRows >= this.rowGroupRows || this.bufferedBytes >= this.rowGroupBytes)
       this.flushRowGroup();
-      return !this.file.writableNeedDrain;
-    }
-    return true;
+    else if (this.budget.buffered > this.budget.limitBytes) this.budget.enforce();
+    return !this.file.writableNeedDrain;
+  }
+
+  /** Ends the current row group now (the shared budget asks it of the object buffering the most). */
+  endRowGroup(): void {
+    this.flushRowGroup();
   }
 
   /** Encodes the buffered rows as one row group and hands its bytes to the file. */
@@ -401,6 +453,7 @@ export class ParquetObjectWriter {
     this.buffers = this.fields.map(() => []);
     const rows = this.bufferedRows;
     this.flushedEstimate += this.bufferedBytes;
+    this.budget.buffered -= this.bufferedBytes;
     this.bufferedRows = 0;
     this.bufferedBytes = 0;
     try {
@@ -452,6 +505,7 @@ export class ParquetObjectWriter {
     this.closing ??= (async () => {
       if (this.failure) throw this.failure;
       this.flushRowGroup();
+      this.budget.remove(this);
       for (const field of this.fields) {
         const leaf = field.elements[field.elements.length - 1]!;
         if (field.footerConvertedType !== undefined) leaf.converted_type = field.footerConvertedType;
@@ -470,6 +524,7 @@ export class ParquetObjectWriter {
   async discard(): Promise<void> {
     this.closing ??= Promise.reject(new Error(`Parquet object ${this.path} was discarded`));
     this.closing.catch(() => undefined);
+    this.budget.remove(this);
     this.buffers = [];
     // The file is opened asynchronously: wait until the stream is closed, or a late open re-creates it.
     const closed = this.file.closed ? Promise.resolve() : once(this.file, 'close').catch(() => undefined);
