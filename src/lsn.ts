@@ -11,6 +11,7 @@
 export type Lsn = bigint & { readonly __lsn: unique symbol };
 
 const MAX_U64 = (1n << 64n) - 1n;
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 const TEXT_FORM = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/;
 
 /** The invalid LSN `0/0`: Postgres' "no position". */
@@ -31,6 +32,12 @@ export function parseLsn(text: string): Lsn {
 
 /** Formats as Postgres does: `X/X`, upper-case hex, no padding. */
 export function formatLsn(value: Lsn): string {
+  if (value <= MAX_SAFE) {
+    // Every change is formatted: below 2^53 (8 PiB of WAL) plain numbers do it without bigint arithmetic.
+    const n = Number(value);
+    const low = n % 0x100000000;
+    return `${((n - low) / 0x100000000).toString(16).toUpperCase()}/${low.toString(16).toUpperCase()}`;
+  }
   const high = value >> 32n;
   const low = value & 0xffffffffn;
   return `${high.toString(16).toUpperCase()}/${low.toString(16).toUpperCase()}`;

@@ -29,6 +29,18 @@ describe('text form X/X', () => {
     assert.equal(formatLsn(ZERO_LSN), '0/0');
     assert.equal(formatLsn(lsn((0x1n << 32n) | 0xan)), '1/A');
     assert.equal(formatLsn(lsn(MAX)), 'FFFFFFFF/FFFFFFFF');
+    // around 2^53, where the number path hands over to the bigint one
+    for (const value of [
+      (1n << 53n) - 2n,
+      (1n << 53n) - 1n,
+      1n << 53n,
+      (1n << 53n) + 1n,
+      0xffffffffn,
+      1n << 32n,
+    ]) {
+      const expected = `${(value >> 32n).toString(16).toUpperCase()}/${(value & 0xffffffffn).toString(16).toUpperCase()}`;
+      assert.equal(formatLsn(lsn(value)), expected);
+    }
     assert.equal(formatLsn(lsn(0xabcdef01n << 32n)), 'ABCDEF01/0');
   });
 
