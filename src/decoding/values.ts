@@ -29,4 +29,4 @@ export {
 } from './values/types.js';
 export { daysFromCivil, decodeByteaText, isJsonNumber } from './values/scalars.js';
 export { parsePgArray } from './values/array-text.js';
-export { createValueMapper, mapValue } from './values/mapper.js';
+export { createJsonTextMapper, createValueMapper, mapValue, type JsonTextMapper } from './values/mapper.js';

@@ -10,12 +10,7 @@
  * `unchanged_toast`.
  */
 import type { Relation, Tuple } from '../decoding/messages.js';
-import {
-  createValueMapper,
-  stringifyJsonValue,
-  type TypeRegistry,
-  type ValueMapper,
-} from '../decoding/values.js';
+import { createJsonTextMapper, type JsonTextMapper, type TypeRegistry } from '../decoding/values.js';
 import { DecodeError } from '../errors.js';
 
 interface ColumnEncoder {
@@ -23,7 +18,8 @@ interface ColumnEncoder {
   /** `"name":` */
   readonly keyJson: string;
   readonly isKey: boolean;
-  readonly map: ValueMapper;
+  /** The value's JSON text (decoding/values: the contract's mapping, stringified). */
+  readonly json: JsonTextMapper;
 }
 
 /** The transaction-level part of `source`. */
@@ -66,7 +62,7 @@ export class RelationEncoder {
       name: column.name,
       keyJson: `${JSON.stringify(column.name)}:`,
       isKey: column.isKey,
-      map: createValueMapper(column.typeOid, registry),
+      json: createJsonTextMapper(column.typeOid, registry),
     }));
     this.sourceHead =
       `{"db":${JSON.stringify(database)},"schema":${JSON.stringify(relation.namespace)},` +
@@ -109,7 +105,7 @@ export class RelationEncoder {
       }
       let json: string;
       if (value.kind === 'null') json = 'null';
-      else if (value.kind === 'text') json = stringifyJsonValue(column.map(value.text));
+      else if (value.kind === 'text') json = column.json(value.text);
       else if (value.kind === 'binary') json = JSON.stringify(Buffer.from(value.bytes).toString('base64'));
       else continue;
       out += first ? column.keyJson + json : `,${column.keyJson}${json}`;

@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import {
   BUILTIN_ARRAY_ELEMENTS,
+  createJsonTextMapper,
   createValueMapper,
   isJsonNumber,
   mapValue,
@@ -535,6 +536,45 @@ describe('properties', () => {
         },
       ),
       { numRuns: 2000 },
+    );
+  });
+});
+
+describe('JSON text mappers (the JSON Lines fast path)', () => {
+  const oids = [
+    PgType.bool,
+    PgType.int2,
+    PgType.int4,
+    PgType.int8,
+    PgType.float4,
+    PgType.float8,
+    PgType.numeric,
+    PgType.text,
+    PgType.varchar,
+    PgType.uuid,
+    PgType.jsonb,
+    PgType.bytea,
+    PgType.timestamp,
+    PgType.timestamptz,
+    PgType.date,
+    1007, // int4[]
+    1009, // text[]
+    1185, // timestamptz[]
+  ];
+  const texts = fc.oneof(
+    fc.string(),
+    fc.constantFrom('t', 'f', 'NaN', 'Infinity', '-0', '1e5', '12.50', '{a,"b c",NULL}', '{{1,2},{3,4}}'),
+    fc.constantFrom('2024-01-02 03:04:05.123456+00', '2024-01-02 03:04:05+05:30', 'infinity', '\\x0a0b'),
+    fc.integer().map(String),
+    fc.double().map(String),
+  );
+
+  it('give exactly the stringified value mapping, for every type and any text', () => {
+    fc.assert(
+      fc.property(fc.constantFrom(...oids), texts, (oid, text) => {
+        assert.equal(createJsonTextMapper(oid)(text), stringifyJsonValue(createValueMapper(oid)(text)));
+      }),
+      { numRuns: 5000 },
     );
   });
 });

@@ -4,8 +4,16 @@
  * array, and every other type (enums, domains over scalars, ranges, network, geometric, …) is its text.
  */
 import { arrayMapper } from './array-text.js';
-import type { JsonValue } from './json.js';
-import { identity, mapBool, mapBytea, mapNumber, mapTimestamp, mapTimestamptz } from './scalars.js';
+import { quote, stringifyJsonValue, type JsonValue } from './json.js';
+import {
+  identity,
+  isJsonNumber,
+  mapBool,
+  mapBytea,
+  mapNumber,
+  mapTimestamp,
+  mapTimestamptz,
+} from './scalars.js';
 import {
   BUILTIN_ARRAY_ELEMENTS,
   PgType,
@@ -130,4 +138,21 @@ export function createValueMapper(typeOid: number, registry?: TypeRegistry): Val
 /** Maps one non-null text value of type `typeOid` (convenience; prefer `createValueMapper` per column). */
 export function mapValue(text: string, typeOid: number, registry?: TypeRegistry): JsonValue {
   return resolve(typeOid, registry, 0)(text);
+}
+
+/** Maps one non-null text value straight to its JSON text (what `stringifyJsonValue(mapper(text))` gives). */
+export type JsonTextMapper = (text: string) => string;
+
+/**
+ * The JSON text mapper of a column type, for the JSON Lines records: the same value as the value mapper
+ * stringified, without the intermediate value where the type allows (a string is quoted, a number's digits
+ * written as they are, a boolean spelled), since every column of every change goes through it.
+ */
+export function createJsonTextMapper(typeOid: number, registry?: TypeRegistry): JsonTextMapper {
+  const mapper = resolve(typeOid, registry, 0);
+  if (mapper === identity) return quote;
+  if (mapper === mapNumber) return (text) => (isJsonNumber(text) ? text : quote(text));
+  if (mapper === mapBool) return (text) => (text === 't' ? 'true' : text === 'f' ? 'false' : quote(text));
+  if (mapper === mapTimestamptz || mapper === mapTimestamp) return (text) => quote(mapper(text) as string);
+  return (text) => stringifyJsonValue(mapper(text));
 }
