@@ -10,10 +10,14 @@
  *   4. snapshot — a BENCH_SNAPSHOT_ROWS-row table (default 1,000,000) archived by the initial snapshot
  *                 (`slotlake run --until-caught-up`) next to `pg_dump --data-only -t` of it: rows/s for both,
  *                 on Debian's PostgreSQL 15 (bench/snapshot.ts).
+ *   5. startup  — the fixed cost of a run with nothing to do: process start → streaming and wall time of
+ *                 `slotlake run --until-caught-up`, bundled and not; the Lambda handler's cold start (import,
+ *                 first invocation) from the packaged bundle (bench/startup.ts). BENCH_STARTUP_RUNS (5).
  *
  * Environment: BENCH_ROWS (2000000), BENCH_SMALL_ROWS (BENCH_ROWS/10, at most 200000), BENCH_PAIRS (3),
  * BENCH_MICRO_MS (2000 per stage), BENCH_BIG_FLOOR (1: also read the big transaction with pg_recvlogical),
- * BENCH_SNAPSHOT_ROWS (1000000), BENCH_ONLY (comma list of micro,big,throughput,snapshot); for experiments BENCH_NODE_FLAGS and BENCH_READ_BUFFER
+ * BENCH_SNAPSHOT_ROWS (1000000), BENCH_STARTUP_RUNS (5), BENCH_ONLY (comma list of micro,big,throughput,
+ * snapshot,readers,startup); for experiments BENCH_NODE_FLAGS and BENCH_READ_BUFFER
  * (bench/commands.ts). Quick smoke run: `BENCH_ROWS=20000 npm run bench`.
  * Prints a report and writes it as JSON to bench/results/latest.json. Exits 1 when a part fails or a
  * correctness check does not hold; a missed memory target is reported, not an error.
@@ -32,12 +36,13 @@ import { runMicro, type MicroResult } from './micro.js';
 import { benchThroughput, type ThroughputResult } from './throughput.js';
 import { benchSnapshot, type SnapshotResult } from './snapshot.js';
 import { benchReaders, printReaders, type ReadersResult } from './readers.js';
+import { benchStartup, printStartup, type StartupResult } from './startup.js';
 import { mixedTransactions, smallTransactions } from './workloads.js';
 
-const PARTS = ['micro', 'big', 'throughput', 'snapshot', 'readers'] as const;
+const PARTS = ['micro', 'big', 'throughput', 'snapshot', 'readers', 'startup'] as const;
 type Part = (typeof PARTS)[number];
 /** What runs without BENCH_ONLY: `readers` measures the small transactions of `throughput` and more. */
-const DEFAULT_PARTS: readonly Part[] = ['micro', 'big', 'readers', 'snapshot'];
+const DEFAULT_PARTS: readonly Part[] = ['micro', 'big', 'readers', 'snapshot', 'startup'];
 
 function intFromEnv(name: string, fallback: number, min = 1): number {
   const text = process.env[name];
@@ -180,7 +185,7 @@ function printThroughput(t: ThroughputResult): void {
 
 function printSummary(results: Results): void {
   const rows: [string, string][] = [];
-  const { big, throughput, micro, snapshot } = results;
+  const { big, throughput, micro, snapshot, startup } = results;
   if (snapshot) {
     rows.push([`snapshot rows/s (${num(snapshot.rows)} rows)`, num(snapshot.slotlake.rowsPerSecond)]);
     rows.push([
@@ -214,6 +219,19 @@ function printSummary(results: Results): void {
     } else rows.push(['small txns A/B', 'skipped (no pg_recvlogical)']);
     rows.push(['empty run (fixed cost)', secs(throughput.emptyRunWallMs)]);
   }
+  if (startup) {
+    for (const cli of startup.cli)
+      rows.push([
+        `nothing to do: ${cli.variant.split(' ')[0]!}`,
+        `${num(cli.startupMs.median)} ms to streaming, ${num(cli.wallMs.median)} ms wall`,
+      ]);
+    for (const cold of startup.lambda)
+      rows.push([
+        `Lambda cold start: ${cold.variant.split(' (')[0]!}`,
+        `import ${num(cold.importMs.median)} ms + first invocation ${num(cold.invokeMs.median)} ms`,
+      ]);
+    rows.push(['startup correctness', startup.ok ? 'OK' : 'FAILED']);
+  }
   if (micro) {
     for (const stage of micro.stages) rows.push([`${stage.stage} rows/s (1 core)`, num(stage.rowsPerSec)]);
   }
@@ -237,6 +255,7 @@ interface Results {
   throughput?: ThroughputResult;
   snapshot?: SnapshotResult;
   readers?: ReadersResult;
+  startup?: StartupResult;
   errors: Record<string, string>;
   totalMs: number;
   ok: boolean;
@@ -315,7 +334,7 @@ async function main(): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    if (parts.has('big') || parts.has('throughput') || parts.has('readers')) {
+    if (parts.has('big') || parts.has('throughput') || parts.has('readers') || parts.has('startup')) {
       log('');
       log('starting the local stack (Postgres, S3, DynamoDB on loopback)…');
       stack = await startTestStack();
@@ -357,6 +376,16 @@ async function main(): Promise<number> {
         if (!results.readers.ok) results.ok = false;
       } catch (error) {
         results.errors.readers = (error as Error).stack ?? String(error);
+      }
+    }
+    if (parts.has('startup') && stack) {
+      log('');
+      try {
+        results.startup = await benchStartup(stack, { runs: intFromEnv('BENCH_STARTUP_RUNS', 5), log });
+        printStartup(results.startup, log);
+        if (!results.startup.ok) results.ok = false;
+      } catch (error) {
+        results.errors.startup = (error as Error).stack ?? String(error);
       }
     }
     if (parts.has('snapshot')) {
