@@ -53,6 +53,8 @@ export interface SourceEndpoint {
   readonly options: string | undefined;
   /** DATABASE_URL's other parameters (application_name, ...), passed to node-postgres as they were. */
   readonly parameters: Readonly<Record<string, unknown>>;
+  /** Which fetch of the secret the password came from (see `SourceAccess.endpoint`); undefined without one. */
+  readonly secretGeneration?: number;
 }
 
 /** Where a token is valid: an RDS IAM token is signed for exactly this host, port and user. */
@@ -373,6 +375,10 @@ function baseParameters(databaseUrl: string | undefined): BaseParameters {
 export class SourceAccess {
   private ca: string | undefined;
   private caRead = false;
+  /** Forced refetches of the secret so far: the generation of the value a fetch returns. */
+  private secretGeneration = 0;
+  /** The secret fetch under way, which connections opening at the same time share. */
+  private secretFetch: { readonly value: Promise<string>; readonly generation: number } | undefined;
 
   constructor(
     readonly settings: SourceAccessSettings,
@@ -392,30 +398,65 @@ export class SourceAccess {
     return this.ca;
   }
 
-  private async secretFields(refresh: boolean): Promise<SecretFields | undefined> {
+  /**
+   * The secret's value and its generation. A fetch under way is shared (connections that open together fetch
+   * once); `force` fetches past the cache. The Powertools cache keeps the value between fetches.
+   */
+  private fetchSecret(secretId: string, force: boolean): Promise<{ value: string; generation: number }> {
+    if (force) this.secretGeneration++;
+    else if (this.secretFetch) {
+      const { value, generation } = this.secretFetch;
+      return value.then((text) => ({ value: text, generation }));
+    }
+    const generation = this.secretGeneration;
+    const fetch = {
+      value: this.services.fetchSecret(secretId, {
+        maxAgeMs: this.settings.databaseSecretMaxAgeMs,
+        refresh: force,
+      }),
+      generation,
+    };
+    this.secretFetch = fetch;
+    const done = () => {
+      if (this.secretFetch === fetch) this.secretFetch = undefined;
+    };
+    fetch.value.then(done, done);
+    return fetch.value.then((text) => ({ value: text, generation }));
+  }
+
+  private async secretFields(
+    refresh: boolean | SourceEndpoint,
+  ): Promise<{ fields: SecretFields; generation: number } | undefined> {
     const secretId = this.settings.databaseSecret;
     if (secretId === undefined) return undefined;
-    let value: string;
+    // Refused credentials are fetched again unless another connection already did since they were fetched.
+    const force =
+      refresh === true ||
+      (typeof refresh === 'object' && (refresh.secretGeneration ?? -1) >= this.secretGeneration);
+    let secret: { value: string; generation: number };
     try {
-      value = await this.services.fetchSecret(secretId, {
-        maxAgeMs: this.settings.databaseSecretMaxAgeMs,
-        refresh,
-      });
+      secret = await this.fetchSecret(secretId, force);
     } catch (error) {
       if (error instanceof SlotlakeError) throw error;
       throw secretFetchError(secretId, error);
     }
-    return parseSecret(secretId, value);
+    return { fields: parseSecret(secretId, secret.value), generation: secret.generation };
   }
 
   /**
    * The connection parameters for `databaseUrl` under this policy, or `undefined` when there is nothing
    * to add (no secret, no IAM, TLS as the connection string says): the connection string is then used
-   * as it is. `refresh` fetches the secret again instead of using the cached value.
+   * as it is. `refresh`: `true` fetches the secret again instead of using the cached value; an endpoint whose
+   * credentials the server refused fetches it again unless a refetch since then already brought a newer value
+   * (connections that open together, refused together, refetch once).
    */
-  async endpoint(databaseUrl: string | undefined, refresh = false): Promise<SourceEndpoint | undefined> {
+  async endpoint(
+    databaseUrl: string | undefined,
+    refresh: boolean | SourceEndpoint = false,
+  ): Promise<SourceEndpoint | undefined> {
     const base = baseParameters(databaseUrl);
-    const secret = await this.secretFields(refresh);
+    const fetched = await this.secretFields(refresh);
+    const secret = fetched?.fields;
     const host = secret?.host ?? base.host;
     const effectiveHost = host ?? process.env.PGHOST ?? 'localhost';
     const ssl = tlsOptions(this.settings.tlsMode, effectiveHost, this.caBundle(), base.ssl);
@@ -449,6 +490,7 @@ export class SourceAccess {
       ssl: ssl ?? base.ssl,
       options: base.options,
       parameters: base.parameters,
+      ...(fetched === undefined ? {} : { secretGeneration: fetched.generation }),
     };
   }
 

@@ -1,11 +1,13 @@
 /**
  * One time-bounded run of the pipeline, the same for the CLI and the Lambda handler.
  *
- * A run: check the bucket → take the pipeline lease (another holder: stop at once with `lease-held`) →
- * recover what an earlier run left (runtime/recovery.ts) → check the source (wal_level, slot, publication) →
- * IDENTIFY_SYSTEM and decide where to resume (runtime/resume.ts: the checkpoint, checked against the source it
- * was made on and the slot) → stream sessions (runtime/session.ts) until a stop → report the slot → give the
- * lease up (storing the measured store speed for the next run) → the summary.
+ * A run: check the bucket and take the pipeline lease, at once, while the source connections open
+ * (runtime/startup.ts; another holder of the lease: stop with `lease-held`, the connections unused) →
+ * recover what an earlier run left (runtime/recovery.ts) → check the source (wal_level, slot, publication;
+ * the slot read under the lease) → decide where to resume from IDENTIFY_SYSTEM (runtime/resume.ts: the
+ * checkpoint, checked against the source it was made on and the slot) → stream sessions (runtime/session.ts)
+ * until a stop → report the slot → give the lease up (storing the measured store speed for the next run) →
+ * the summary. Nothing is written before the lease is held; failures surface in that order.
  *
  * A dropped replication connection abandons the uncommitted batch (deleting what of it reached S3 — unless its
  * checkpoint write had begun) and reconnects from the checkpoint under the reconnect retry policy, while time
@@ -31,22 +33,21 @@ import {
 import type { Config } from '../config.js';
 import { classify, SlotlakeError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { formatLsn, parseLsn, type Lsn } from '../lsn.js';
+import { formatLsn, type Lsn } from '../lsn.js';
 import type { ResumePosition } from '../pipeline/assembler.js';
 import { TypeCatalog } from '../replication/catalog.js';
 import { sourceAccess } from '../replication/credentials.js';
+import { ReplicationConnection, type ConnectionSettings } from '../replication/connection.js';
 import {
-  ReplicationConnection,
-  type ConnectionSettings,
-  type SystemIdentity,
-} from '../replication/connection.js';
-import {
+  assertSourceReady,
   checkSource,
   listPublishedTables,
   openSourceClient,
   pluginNotAllowed,
   readSlot,
+  readSourceFacts,
   type SlotState,
+  type SourceFacts,
 } from '../replication/source.js';
 import { JSONL_RECORDS, parquetRecords, type RecordFormat } from '../pipeline/record-formats.js';
 import { BatchWriter, type ObjectFormat } from '../sink/batch.js';
@@ -57,9 +58,10 @@ import { armKillPoint, killPoint } from '../support/kill-points.js';
 import { withRetry, type RetryPolicy } from '../support/retry.js';
 import { CommitSequence } from './commit.js';
 import { LeaseKeeper } from './lease.js';
-import { deleteUncommitted, recover } from './recovery.js';
+import { deleteUncommitted, recover, recoveryWaitMs } from './recovery.js';
 import { decideResume } from './resume.js';
 import { pluginOptions, ReplicationSession } from './session.js';
+import { settle, SourcePreparation, type OpenedReplication, type OpenedSource } from './startup.js';
 import { emptySummary, type RunSummary, type StopReason } from './summary.js';
 
 export type { RunSummary, StopReason } from './summary.js';
@@ -140,20 +142,17 @@ class PipelineRun {
   async run(): Promise<RunSummary> {
     const { config, logger, deadline } = this;
     armKillPoint(config.killAt);
-    let bucketCheckMs = 0;
-    await withRetry(
-      async () => {
-        const started = this.clock.nowMs();
-        await this.options.objects.checkBucket();
-        bucketCheckMs = this.clock.nowMs() - started;
-      },
-      { what: 'checking the S3 bucket', origin: 'object-store', deadline },
-    );
-    const acquisition = await withRetry(
-      () => this.options.checkpoints.acquire(this.runId, config.leaseDurationMs, this.clock.nowMs()),
-      { what: 'acquiring the pipeline lease', origin: 'checkpoint-store', deadline },
-    );
+    // The source connections open meanwhile: read-only, discarded unless the run gets to stream.
+    let preparation: SourcePreparation | undefined = this.prepareSource();
+    let acquisition: Acquisition;
+    try {
+      acquisition = await this.checkBucketAndAcquire();
+    } catch (error) {
+      await preparation.discard();
+      throw error;
+    }
     if (!acquisition.acquired) {
+      await preparation.discard();
       logger.info('another run holds this pipeline; nothing to do', {
         holder: acquisition.holder,
         expiresInMs:
@@ -166,10 +165,15 @@ class PipelineRun {
       this.summary.checkpoint = this.summary.startCheckpoint ?? '0/0';
       return this.finish();
     }
+    if (recoveryWaitMs(acquisition, this.clock.nowMs()) > 0) {
+      // Recovery first waits out the lease it took over: the connections open after it, not idle during it.
+      await preparation.discard();
+      preparation = undefined;
+    }
     killPoint('after-lease');
     this.speed = new StoreSpeedMeter(acquisition.speed);
     // The bucket check was an S3 request like any other: against a slow store, this run knows it at once.
-    this.speed.recordRequestAtLeast(bucketCheckMs);
+    this.speed.recordRequestAtLeast(this.bucketCheckMs);
     const keeper = new LeaseKeeper(
       acquisition.lease,
       this.options.checkpoints,
@@ -189,7 +193,7 @@ class PipelineRun {
     };
     keeper.start();
     try {
-      return await this.withLease(acquisition);
+      return await this.withLease(acquisition, preparation);
     } catch (error) {
       const classified = classify(error, { what: 'run' });
       if (classified.kind === 'flush-timeout' && !keeper.signal.aborted) {
@@ -200,6 +204,7 @@ class PipelineRun {
       }
       throw classified;
     } finally {
+      await preparation?.discard();
       await rm(this.spoolDir, { recursive: true, force: true }).catch(() => undefined);
       const speed = this.speed.snapshot();
       const published = this.commits?.publishedPendingManifest;
@@ -218,8 +223,73 @@ class PipelineRun {
     }
   }
 
-  private async withLease(acquisition: Extract<Acquisition, { acquired: true }>): Promise<RunSummary> {
-    const { config, logger, deadline } = this;
+  /** How long the bucket check took (an S3 request: the store's latency is at least that). */
+  private bucketCheckMs = 0;
+
+  /**
+   * The bucket check and the lease acquisition, at once. A failed bucket check wins, as if it had come first:
+   * a lease taken meanwhile is given back at once (nothing was written under it).
+   */
+  private async checkBucketAndAcquire(): Promise<Acquisition> {
+    const { config, deadline } = this;
+    const [bucket, lease] = await Promise.all([
+      settle(
+        withRetry(
+          async () => {
+            const started = this.clock.nowMs();
+            await this.options.objects.checkBucket();
+            this.bucketCheckMs = this.clock.nowMs() - started;
+          },
+          { what: 'checking the S3 bucket', origin: 'object-store', deadline },
+        ),
+      ),
+      settle(
+        withRetry(
+          () => this.options.checkpoints.acquire(this.runId, config.leaseDurationMs, this.clock.nowMs()),
+          {
+            what: 'acquiring the pipeline lease',
+            origin: 'checkpoint-store',
+            deadline,
+          },
+        ),
+      ),
+    ]);
+    if (!bucket.ok) {
+      if (lease.ok && lease.value.acquired)
+        await this.options.checkpoints.release(lease.value.lease).catch(() => undefined);
+      throw bucket.error;
+    }
+    if (!lease.ok) throw lease.error;
+    return lease.value;
+  }
+
+  /** Opens the source side of the run (runtime/startup.ts). */
+  private prepareSource(): SourcePreparation {
+    const { config, deadline } = this;
+    return new SourcePreparation({
+      source: async (signal): Promise<OpenedSource> => {
+        const client = await withRetry(() => openSourceClient(this.connection, signal), {
+          what: 'connecting to postgres',
+          origin: 'source',
+          deadline,
+          signal,
+        });
+        try {
+          return { client, facts: await readSourceFacts(client, config.publication) };
+        } catch (error) {
+          await client.end().catch(() => undefined);
+          throw error;
+        }
+      },
+      replication: (signal) => this.openReplication(signal),
+    });
+  }
+
+  private async withLease(
+    acquisition: Extract<Acquisition, { acquired: true }>,
+    prepared: SourcePreparation | undefined,
+  ): Promise<RunSummary> {
+    const { logger, deadline } = this;
     const keeper = this.keeperOrFail;
     const checkpoint = acquisition.checkpoint;
     this.summary.startCheckpoint = checkpoint ? formatLsn(checkpoint.lsn) : null;
@@ -245,13 +315,25 @@ class PipelineRun {
       return this.finish();
     }
 
-    const source = await withRetry(() => openSourceClient(this.connection), {
-      what: 'connecting to postgres',
-      origin: 'source',
-      deadline,
-    });
+    const preparation = prepared ?? this.prepareSource();
     try {
-      const slot = await checkSource(source, {
+      return await this.withSource(acquisition, preparation);
+    } finally {
+      await preparation.discard();
+    }
+  }
+
+  /** Checks the source, decides where to resume and streams, on the connections `preparation` opened. */
+  private async withSource(
+    acquisition: Extract<Acquisition, { acquired: true }>,
+    preparation: SourcePreparation,
+  ): Promise<RunSummary> {
+    const { config, logger, deadline } = this;
+    const keeper = this.keeperOrFail;
+    const checkpoint = acquisition.checkpoint;
+    const { client: source, facts } = await preparation.sourceReady();
+    try {
+      const slot = assertSourceReady(facts, await readSlot(source, config.slot), {
         slot: config.slot,
         publication: config.publication,
         plugin: config.plugin,
@@ -263,10 +345,11 @@ class PipelineRun {
         this.summary.stopReason = 'lease-held';
         return this.finish();
       }
-      await this.adaptToServer(source, slot);
-      const target = this.options.untilCaughtUp ? await currentWalLsn(source) : undefined;
+      this.adaptToServer(facts, slot);
+      // --until-caught-up: everything the server had written when this run, holding the lease, read the slot.
+      const target = this.options.untilCaughtUp ? slot.currentWalLsn : undefined;
       const catalog = new TypeCatalog(source);
-      const first = await this.openReplication();
+      const first = await preparation.replicationReady();
       let snapshotClient: pg.Client | undefined;
       try {
         const identity = {
@@ -409,11 +492,12 @@ class PipelineRun {
   /** Where acknowledgements go: the current session's stream (none between sessions). */
   private acknowledge: ((lsn: Lsn) => void) | undefined;
 
-  private async openReplication(): Promise<{ connection: ReplicationConnection; identity: SystemIdentity }> {
-    const connection = await withRetry(() => ReplicationConnection.open(this.connection), {
+  private async openReplication(signal?: AbortSignal): Promise<OpenedReplication> {
+    const connection = await withRetry(() => ReplicationConnection.open(this.connection, signal), {
       what: 'opening the replication connection',
       origin: 'source',
       deadline: this.deadline,
+      ...(signal ? { signal } : {}),
     });
     try {
       await connection.assertSessionSettings();
@@ -433,13 +517,13 @@ class PipelineRun {
     format: RecordFormat<R>,
     commits: CommitSequence,
     start: ResumePosition,
-    first: { connection: ReplicationConnection; identity: SystemIdentity },
+    first: OpenedReplication,
     catalog: TypeCatalog,
     target: Lsn | undefined,
     source: pg.Client,
   ): Promise<void> {
     const keeper = this.keeperOrFail;
-    let opened: { connection: ReplicationConnection; identity: SystemIdentity } | undefined = first;
+    let opened: OpenedReplication | undefined = first;
     const policy: RetryPolicy = {
       maxAttempts: this.config.reconnectAttempts + 1,
       baseDelayMs: RECONNECT_BASE_DELAY_MS,
@@ -493,7 +577,7 @@ class PipelineRun {
     format: RecordFormat<R>,
     commits: CommitSequence,
     resume: ResumePosition,
-    opened: { connection: ReplicationConnection; identity: SystemIdentity },
+    opened: OpenedReplication,
     catalog: TypeCatalog,
     target: Lsn | undefined,
     source: pg.Client,
@@ -644,21 +728,8 @@ class PipelineRun {
    * wal_sender_timeout (it drops a quiet client), and retained WAL is compared with max_slot_wal_keep_size
    * (past it the server invalidates the slot).
    */
-  private async adaptToServer(source: pg.Client, slot: SlotState): Promise<void> {
-    const settings = await source
-      .query(
-        `SELECT name, setting::bigint AS value, unit FROM pg_settings
-          WHERE name IN ('wal_sender_timeout', 'max_slot_wal_keep_size')`,
-      )
-      .catch(() => ({ rows: [] as Array<{ name: string; value: string; unit: string | null }> }));
-    const byName = new Map(
-      (settings.rows as Array<{ name: string; value: string; unit: string | null }>).map((row) => [
-        row.name,
-        row,
-      ]),
-    );
-    const timeout = byName.get('wal_sender_timeout');
-    const timeoutMs = timeout ? Number(timeout.value) * (timeout.unit === 's' ? 1000 : 1) : 0;
+  private adaptToServer(facts: SourceFacts, slot: SlotState): void {
+    const timeoutMs = facts.walSenderTimeoutMs;
     if (timeoutMs > 0 && timeoutMs / 3 < this.statusIntervalMs) {
       this.statusIntervalMs = Math.max(100, Math.floor(timeoutMs / 3));
       this.logger.info('status interval shortened to a third of the server wal_sender_timeout', {
@@ -666,8 +737,7 @@ class PipelineRun {
         statusIntervalMs: this.statusIntervalMs,
       });
     }
-    const keep = byName.get('max_slot_wal_keep_size');
-    const keepBytes = keep && Number(keep.value) >= 0 ? Number(keep.value) * 1024 * 1024 : undefined; // MB
+    const keepBytes = facts.maxSlotWalKeepSizeBytes;
     if (
       slot.walStatus === 'unreserved' ||
       (keepBytes !== undefined && slot.retainedWalBytes >= 0.8 * keepBytes)
@@ -694,15 +764,5 @@ class PipelineRun {
     this.summary.retainedWalBytes = slot?.retainedWalBytes ?? null;
     this.summary.walStatus = slot?.walStatus ?? null;
     this.summary.safeWalSize = slot?.safeWalSize ?? null;
-  }
-}
-
-/** The server's current WAL position: `--until-caught-up` archives everything written before it. */
-async function currentWalLsn(source: pg.Client): Promise<Lsn> {
-  try {
-    const result = await source.query('SELECT pg_current_wal_lsn()::text AS lsn');
-    return parseLsn((result.rows[0] as { lsn: string }).lsn);
-  } catch (error) {
-    throw classify(error, { origin: 'source', what: 'reading pg_current_wal_lsn()' });
   }
 }

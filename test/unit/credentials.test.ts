@@ -231,6 +231,33 @@ describe('secrets', () => {
     assert.equal((config as { replication?: string }).replication, 'database');
   });
 
+  it('connections opening together fetch the secret once, and refetch it once when refused together', async () => {
+    const calls: { refresh: boolean }[] = [];
+    const rotated = JSON.stringify({ username: 'slotlake', password: 'rotated' });
+    const access = new SourceAccess(
+      { ...POLICY, databaseSecret: SECRET_ARN },
+      services([JSON.stringify({ username: 'slotlake', password: PASSWORD }), rotated], calls),
+    );
+    const url = 'postgres://db.example.com/shop';
+    const [a, b] = await Promise.all([access.endpoint(url), access.endpoint(url)]);
+    assert.deepEqual(calls, [{ refresh: false }], 'one fetch for both');
+    assert.equal(a?.password, PASSWORD);
+    assert.equal(b?.password, PASSWORD);
+    // Both refused: the first refetches; the second, refused with the same value, shares the newer one.
+    const again = await access.endpoint(url, a);
+    assert.equal(again?.password, 'rotated');
+    const shared = await access.endpoint(url, b);
+    assert.equal(shared?.password, 'rotated');
+    assert.deepEqual(
+      calls.map((call) => call.refresh),
+      [false, true, false],
+      'one forced refetch; the second refusal reads the refetched value (a cache hit in Powertools)',
+    );
+    // Refused again with the refetched value: that one is refetched.
+    await access.endpoint(url, shared);
+    assert.deepEqual(calls.at(-1), { refresh: true });
+  });
+
   it('an RDS host from the secret gets verify-full; a secret without a password is an error', async () => {
     const access = new SourceAccess(
       { ...POLICY, databaseSecret: SECRET_ARN },
