@@ -140,13 +140,34 @@ class PipelineRun {
   }
 
   async run(): Promise<RunSummary> {
-    const { config, logger, deadline } = this;
+    const { config, logger } = this;
     armKillPoint(config.killAt);
-    // The source connections open meanwhile: read-only, discarded unless the run gets to stream.
+    // The bucket check, the lease and the source connections at once: the connections are read-only and
+    // discarded unless the run gets to stream; a failed bucket check wins over the rest, as if it came first.
     let preparation: SourcePreparation | undefined = this.prepareSource();
+    const bucket = settle(this.checkBucket());
     let acquisition: Acquisition;
     try {
-      acquisition = await this.checkBucketAndAcquire();
+      const lease = await settle(
+        withRetry(
+          () => this.options.checkpoints.acquire(this.runId, config.leaseDurationMs, this.clock.nowMs()),
+          {
+            what: 'acquiring the pipeline lease',
+            origin: 'checkpoint-store',
+            deadline: this.deadline,
+          },
+        ),
+      );
+      // Renewals start the moment the lease is ours, whatever is still under way.
+      if (lease.ok && lease.value.acquired) this.keep(lease.value);
+      const checked = await bucket;
+      if (!checked.ok) {
+        // Nothing was written under the lease: give it back at once.
+        await this.keeper?.release((held) => this.options.checkpoints.release(held));
+        throw checked.error;
+      }
+      if (!lease.ok) throw lease.error;
+      acquisition = lease.value;
     } catch (error) {
       await preparation.discard();
       throw error;
@@ -171,27 +192,10 @@ class PipelineRun {
       preparation = undefined;
     }
     killPoint('after-lease');
+    const keeper = this.keeperOrFail;
     this.speed = new StoreSpeedMeter(acquisition.speed);
     // The bucket check was an S3 request like any other: against a slow store, this run knows it at once.
     this.speed.recordRequestAtLeast(this.bucketCheckMs);
-    const keeper = new LeaseKeeper(
-      acquisition.lease,
-      this.options.checkpoints,
-      config.leaseDurationMs,
-      this.clock,
-      logger,
-    );
-    this.keeper = keeper;
-    // Every byte this run sends to the object store from now on is checked against the lease when it leaves.
-    this.options.objects.fenceWrites(() => keeper.writeRefusal());
-    this.signal = AbortSignal.any([deadline.signal, keeper.signal]);
-    this.summary.lease = {
-      fence: acquisition.lease.fence,
-      acquiredAtMs: Date.now(),
-      releasedAtMs: null,
-      renewals: 0,
-    };
-    keeper.start();
     try {
       return await this.withLease(acquisition, preparation);
     } catch (error) {
@@ -218,49 +222,47 @@ class PipelineRun {
           await this.options.checkpoints.clearPendingManifest(lease, published).catch(() => undefined);
         await this.options.checkpoints.release(lease, speed, cutInFlight ? this.clock.nowMs() : undefined);
       });
-      this.summary.lease.releasedAtMs = Date.now();
-      this.summary.lease.renewals = keeper.renewals;
+      if (this.summary.lease) {
+        this.summary.lease.releasedAtMs = Date.now();
+        this.summary.lease.renewals = keeper.renewals;
+      }
     }
   }
 
   /** How long the bucket check took (an S3 request: the store's latency is at least that). */
   private bucketCheckMs = 0;
 
-  /**
-   * The bucket check and the lease acquisition, at once. A failed bucket check wins, as if it had come first:
-   * a lease taken meanwhile is given back at once (nothing was written under it).
-   */
-  private async checkBucketAndAcquire(): Promise<Acquisition> {
-    const { config, deadline } = this;
-    const [bucket, lease] = await Promise.all([
-      settle(
-        withRetry(
-          async () => {
-            const started = this.clock.nowMs();
-            await this.options.objects.checkBucket();
-            this.bucketCheckMs = this.clock.nowMs() - started;
-          },
-          { what: 'checking the S3 bucket', origin: 'object-store', deadline },
-        ),
-      ),
-      settle(
-        withRetry(
-          () => this.options.checkpoints.acquire(this.runId, config.leaseDurationMs, this.clock.nowMs()),
-          {
-            what: 'acquiring the pipeline lease',
-            origin: 'checkpoint-store',
-            deadline,
-          },
-        ),
-      ),
-    ]);
-    if (!bucket.ok) {
-      if (lease.ok && lease.value.acquired)
-        await this.options.checkpoints.release(lease.value.lease).catch(() => undefined);
-      throw bucket.error;
-    }
-    if (!lease.ok) throw lease.error;
-    return lease.value;
+  private checkBucket(): Promise<void> {
+    return withRetry(
+      async () => {
+        const started = this.clock.nowMs();
+        await this.options.objects.checkBucket();
+        this.bucketCheckMs = this.clock.nowMs() - started;
+      },
+      { what: 'checking the S3 bucket', origin: 'object-store', deadline: this.deadline },
+    );
+  }
+
+  /** Keeps the acquired lease: renewals, the fence on every write to the object store, the run's signal. */
+  private keep(acquisition: Extract<Acquisition, { acquired: true }>): void {
+    const keeper = new LeaseKeeper(
+      acquisition.lease,
+      this.options.checkpoints,
+      this.config.leaseDurationMs,
+      this.clock,
+      this.logger,
+    );
+    this.keeper = keeper;
+    // Every byte this run sends to the object store from now on is checked against the lease when it leaves.
+    this.options.objects.fenceWrites(() => keeper.writeRefusal());
+    this.signal = AbortSignal.any([this.deadline.signal, keeper.signal]);
+    this.summary.lease = {
+      fence: acquisition.lease.fence,
+      acquiredAtMs: Date.now(),
+      releasedAtMs: null,
+      renewals: 0,
+    };
+    keeper.start();
   }
 
   /** Opens the source side of the run (runtime/startup.ts). */
