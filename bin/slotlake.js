@@ -1,3 +1,3 @@
 #!/usr/bin/env node
-// The `slotlake` command: the compiled CLI (npm install runs the build through `prepare`).
-import '../dist/entrypoints/cli.js';
+// The `slotlake` command: the CLI bundled into one file (npm install runs the build through `prepare`).
+import '../dist/bundle/cli.mjs';
