@@ -222,7 +222,7 @@ function printSummary(results: Results): void {
   if (startup) {
     for (const cli of startup.cli)
       rows.push([
-        `nothing to do: ${cli.variant.split(' ')[0]!}`,
+        `nothing to do: ${cli.variant.split(' (')[0]!}`,
         `${num(cli.startupMs.median)} ms to streaming, ${num(cli.wallMs.median)} ms wall`,
       ]);
     for (const cold of startup.lambda)

@@ -3,9 +3,10 @@
  *
  * - **CLI, nothing to do**: `run --until-caught-up` on a pipeline whose slot holds nothing, as a fresh
  *   process: the time from process start to the `streaming` log line (the summary's `startup.processMs`)
- *   and the wall time to exit. Two builds of the same code side by side: the shipped command (`bin/slotlake.js`,
- *   one bundled file) and the TypeScript compiler's output (`dist/entrypoints/cli.js`, every module loaded
- *   from its own file under `node_modules`) — what bundling saves.
+ *   and the wall time to exit. The shipped command (`bin/slotlake.js`: one bundled file, V8's compile cache
+ *   warm from the runs before), the same without the compile cache (`NODE_DISABLE_COMPILE_CACHE=1`: a first
+ *   run, or a fresh container), and the TypeScript compiler's output (`dist/entrypoints/cli.js`, every module
+ *   loaded from its own file under `node_modules`): what bundling and the cache each save.
  * - **Lambda cold start**: a fresh process (`bench/lambda-cold-start.mjs`) imports the handler and invokes it
  *   once with nothing to do (`SLOTLAKE_IDLE_TIMEOUT=0`: the run stops at its first quiet wait), with the
  *   `NODE_OPTIONS` serverless.yml gives the function. The packaged handler is the bundle copied alone into an
@@ -40,6 +41,7 @@ interface CliVariant {
   readonly file: string;
   /** The file that must exist for the variant to be measured. */
   readonly requires: string;
+  readonly env?: Record<string, string>;
 }
 
 const CLI_VARIANTS: readonly CliVariant[] = [
@@ -47,6 +49,12 @@ const CLI_VARIANTS: readonly CliVariant[] = [
     name: 'bin/slotlake.js (one bundled file)',
     file: join(ROOT, 'bin', 'slotlake.js'),
     requires: CLI_BUNDLE,
+  },
+  {
+    name: 'bin/slotlake.js, no compile cache',
+    file: join(ROOT, 'bin', 'slotlake.js'),
+    requires: CLI_BUNDLE,
+    env: { NODE_DISABLE_COMPILE_CACHE: '1' },
   },
   {
     name: 'dist/entrypoints/cli.js (modules)',
@@ -146,7 +154,7 @@ export async function benchStartup(stack: TestStack, options: StartupOptions): P
     for (const line of skipped) log(`  skipped ${line}`);
     const runCli = (variant: CliVariant) =>
       runMeasured(process.execPath, [...EXPERIMENT.nodeFlags, variant.file, 'run', '--until-caught-up'], {
-        env: childEnv({}),
+        env: childEnv(variant.env ?? {}),
         timeoutMs: TIMEOUT_MS,
         cwd: ROOT,
       });
@@ -184,7 +192,7 @@ export async function benchStartup(stack: TestStack, options: StartupOptions): P
         figures.wallMs.push(run.wallMs);
         cliRuns.set(variant.name, figures);
         line.push(
-          `${variant.name.split(' ')[0]!} ${Math.round(startup.processMs)}/${Math.round(run.wallMs)} ms`,
+          `${variant.name.split(' (')[0]!} ${Math.round(startup.processMs)}/${Math.round(run.wallMs)} ms`,
         );
       }
       for (const variant of rotate(lambda, round)) {
