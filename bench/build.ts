@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const BUILT_CLI = join(ROOT, 'dist', 'entrypoints', 'cli.js');
+const BUILT_CLI = join(ROOT, 'dist', 'bundle', 'cli.mjs');
 
 function newestMtimeMs(dir: string): number {
   let newest = 0;

@@ -13,11 +13,14 @@
  *   5. budget   — `slotlake run --max-duration` (BENCH_BUDGET_MS, default 5000) under a write load,
  *                 BENCH_BUDGET_RUNS times (3): wall time with process start vs the budget, the run's own
  *                 durationMs and overrunMs; every run must stop with `deadline` having archived something.
+ *   6. startup  — the fixed cost of a run with nothing to do: process start → streaming and wall time of
+ *                 `slotlake run --until-caught-up`, bundled and not; the Lambda handler's cold start (import,
+ *                 first invocation) from the packaged bundle (bench/startup.ts). BENCH_STARTUP_RUNS (5).
  *
  * Environment: BENCH_ROWS (2000000), BENCH_SMALL_ROWS (BENCH_ROWS/10, at most 200000), BENCH_PAIRS (3),
  * BENCH_MICRO_MS (2000 per stage), BENCH_BIG_FLOOR (1: also read the big transaction with pg_recvlogical),
- * BENCH_SNAPSHOT_ROWS (1000000), BENCH_BUDGET_MS, BENCH_BUDGET_RUNS,
- * BENCH_ONLY (comma list of micro,big,throughput,snapshot,readers,budget); for experiments BENCH_NODE_FLAGS and BENCH_READ_BUFFER
+ * BENCH_SNAPSHOT_ROWS (1000000), BENCH_BUDGET_MS, BENCH_BUDGET_RUNS, BENCH_STARTUP_RUNS (5),
+ * BENCH_ONLY (comma list of micro,big,throughput,snapshot,readers,budget,startup); for experiments BENCH_NODE_FLAGS and BENCH_READ_BUFFER
  * (bench/commands.ts). Quick smoke run: `BENCH_ROWS=20000 npm run bench`.
  * Prints a report and writes it as JSON to bench/results/latest.json. Exits 1 when a part fails or a
  * correctness check does not hold; a missed memory target is reported, not an error.
@@ -37,12 +40,13 @@ import { runMicro, type MicroResult } from './micro.js';
 import { benchThroughput, type ThroughputResult } from './throughput.js';
 import { benchSnapshot, type SnapshotResult } from './snapshot.js';
 import { benchReaders, printReaders, type ReadersResult } from './readers.js';
+import { benchStartup, printStartup, type StartupResult } from './startup.js';
 import { mixedTransactions, smallTransactions } from './workloads.js';
 
-const PARTS = ['micro', 'big', 'throughput', 'snapshot', 'readers', 'budget'] as const;
+const PARTS = ['micro', 'big', 'throughput', 'snapshot', 'readers', 'budget', 'startup'] as const;
 type Part = (typeof PARTS)[number];
 /** What runs without BENCH_ONLY: `readers` measures the small transactions of `throughput` and more. */
-const DEFAULT_PARTS: readonly Part[] = ['micro', 'big', 'readers', 'snapshot', 'budget'];
+const DEFAULT_PARTS: readonly Part[] = ['micro', 'big', 'readers', 'snapshot', 'budget', 'startup'];
 
 function intFromEnv(name: string, fallback: number, min = 1): number {
   const text = process.env[name];
@@ -197,7 +201,7 @@ function printBudget(b: BudgetResult): void {
 
 function printSummary(results: Results): void {
   const rows: [string, string][] = [];
-  const { big, throughput, micro, snapshot, budget } = results;
+  const { big, throughput, micro, snapshot, budget, startup } = results;
   if (snapshot) {
     rows.push([`snapshot rows/s (${num(snapshot.rows)} rows)`, num(snapshot.slotlake.rowsPerSecond)]);
     rows.push([
@@ -231,6 +235,19 @@ function printSummary(results: Results): void {
     } else rows.push(['small txns A/B', 'skipped (no pg_recvlogical)']);
     rows.push(['empty run (fixed cost)', secs(throughput.emptyRunWallMs)]);
   }
+  if (startup) {
+    for (const cli of startup.cli)
+      rows.push([
+        `nothing to do: ${cli.variant.split(' (')[0]!}`,
+        `${num(cli.startupMs.median)} ms to streaming, ${num(cli.wallMs.median)} ms wall`,
+      ]);
+    for (const cold of startup.lambda)
+      rows.push([
+        `Lambda cold start: ${cold.variant.split(' (')[0]!}`,
+        `import ${num(cold.importMs.median)} ms + first invocation ${num(cold.invokeMs.median)} ms`,
+      ]);
+    rows.push(['startup correctness', startup.ok ? 'OK' : 'FAILED']);
+  }
   if (micro) {
     for (const stage of micro.stages) rows.push([`${stage.stage} rows/s (1 core)`, num(stage.rowsPerSec)]);
   }
@@ -263,6 +280,7 @@ interface Results {
   snapshot?: SnapshotResult;
   readers?: ReadersResult;
   budget?: BudgetResult;
+  startup?: StartupResult;
   errors: Record<string, string>;
   totalMs: number;
   ok: boolean;
@@ -353,7 +371,13 @@ async function main(): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    if (parts.has('big') || parts.has('throughput') || parts.has('readers') || parts.has('budget')) {
+    if (
+      parts.has('big') ||
+      parts.has('throughput') ||
+      parts.has('readers') ||
+      parts.has('budget') ||
+      parts.has('startup')
+    ) {
       log('');
       log('starting the local stack (Postgres, S3, DynamoDB on loopback)…');
       stack = await startTestStack();
@@ -395,6 +419,16 @@ async function main(): Promise<number> {
         if (!results.readers.ok) results.ok = false;
       } catch (error) {
         results.errors.readers = (error as Error).stack ?? String(error);
+      }
+    }
+    if (parts.has('startup') && stack) {
+      log('');
+      try {
+        results.startup = await benchStartup(stack, { runs: intFromEnv('BENCH_STARTUP_RUNS', 5), log });
+        printStartup(results.startup, log);
+        if (!results.startup.ok) results.ok = false;
+      } catch (error) {
+        results.errors.startup = (error as Error).stack ?? String(error);
       }
     }
     if (parts.has('snapshot')) {

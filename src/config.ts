@@ -7,10 +7,15 @@
  * variable and what is expected. Secrets (passwords in DATABASE_URL) never appear in logs: use
  * `describeConfig()` for anything printed.
  */
-import { z } from 'zod';
+import * as z from 'zod/mini';
+import { en } from 'zod/locales';
 import { SlotlakeError } from './errors.js';
 import { parseKillSpec } from './support/kill-points.js';
 import { parseTableList } from './names.js';
+
+// zod/mini: the same validation as zod's full API in a fraction of the code loaded at every start (the full
+// API brings every locale); the English messages are the ones loaded.
+z.config(en());
 
 /** Durations: `500ms`, `30s`, `5m`, `1h`; `0` alone means zero. */
 export function parseDuration(text: string): number {
@@ -36,26 +41,33 @@ export function parseSize(text: string): number {
 const SLOT_NAME = /^[a-z0-9_]{1,63}$/;
 
 function parsed<T>(parse: (text: string) => T) {
-  return z.string().transform((text, ctx) => {
-    try {
-      return parse(text);
-    } catch (error) {
-      ctx.addIssue({ code: 'custom', message: (error as Error).message });
-      return z.NEVER;
-    }
-  });
+  return z.pipe(
+    z.string(),
+    z.transform((text: string, ctx) => {
+      try {
+        return parse(text);
+      } catch (error) {
+        ctx.issues.push({ code: 'custom', message: (error as Error).message, input: text });
+        return z.NEVER;
+      }
+    }),
+  );
 }
 
 const duration = parsed(parseDuration);
 const size = parsed(parseSize);
-const positiveInt = z
-  .string()
-  .regex(/^\d+$/, 'expected a whole number')
-  .transform(Number)
-  .refine((n) => n > 0, 'must be greater than 0');
-const wholeNumber = z.string().regex(/^\d+$/, 'expected a whole number').transform(Number);
+const wholeNumber = z.pipe(
+  z.string().check(z.regex(/^\d+$/, 'expected a whole number')),
+  z.transform(Number),
+);
+const positiveInt = wholeNumber.check(z.refine((n) => n > 0, 'must be greater than 0'));
+/** `0`, `1`, `true` or `false`. */
+const flag = z.pipe(
+  z.enum(['0', '1', 'true', 'false']),
+  z.transform((v) => v === '1' || v === 'true'),
+);
 
-interface SettingSpec<S extends z.ZodType> {
+interface SettingSpec<S extends z.ZodMiniType> {
   /** The environment variable. */
   readonly env: `SLOTLAKE_${string}`;
   /** Parses the variable's text (the default is parsed the same way). */
@@ -66,9 +78,9 @@ interface SettingSpec<S extends z.ZodType> {
   readonly doc: string;
 }
 
-function setting<S extends z.ZodType>(spec: SettingSpec<S> & { default: string }): typeof spec;
-function setting<S extends z.ZodType>(spec: SettingSpec<S>): typeof spec;
-function setting<S extends z.ZodType>(spec: SettingSpec<S>): SettingSpec<S> {
+function setting<S extends z.ZodMiniType>(spec: SettingSpec<S> & { default: string }): typeof spec;
+function setting<S extends z.ZodMiniType>(spec: SettingSpec<S>): typeof spec;
+function setting<S extends z.ZodMiniType>(spec: SettingSpec<S>): SettingSpec<S> {
   return spec;
 }
 
@@ -79,17 +91,19 @@ function setting<S extends z.ZodType>(spec: SettingSpec<S>): SettingSpec<S> {
 const SETTINGS = {
   slot: setting({
     env: 'SLOTLAKE_SLOT',
-    schema: z.string().regex(SLOT_NAME, 'lower-case letters, digits and _ (max 63), as Postgres requires'),
+    schema: z
+      .string()
+      .check(z.regex(SLOT_NAME, 'lower-case letters, digits and _ (max 63), as Postgres requires')),
     default: 'slotlake',
     doc: 'replication slot name',
   }),
   publication: setting({
     env: 'SLOTLAKE_PUBLICATION',
-    schema: z
-      .string()
-      .min(1)
-      .refine((name) => Buffer.byteLength(name) <= 63, 'at most 63 bytes (Postgres truncates longer names)')
-      .refine((name) => !name.includes('\0'), 'no NUL character'),
+    schema: z.string().check(
+      z.minLength(1),
+      z.refine((name) => Buffer.byteLength(name) <= 63, 'at most 63 bytes (Postgres truncates longer names)'),
+      z.refine((name) => !name.includes('\0'), 'no NUL character'),
+    ),
     default: 'slotlake',
     doc: 'publication name (pgoutput), exactly as in the catalog (case and spaces kept)',
   }),
@@ -106,28 +120,30 @@ const SETTINGS = {
   }),
   pipelineName: setting({
     env: 'SLOTLAKE_PIPELINE',
-    schema: z.string().min(1).max(255),
+    schema: z.string().check(z.minLength(1), z.maxLength(255)),
     doc: 'the checkpoint key in DynamoDB (default: the slot name)',
   }),
   bucketName: setting({
     env: 'SLOTLAKE_BUCKET',
-    schema: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'a valid S3 bucket name'),
+    schema: z.string().check(z.regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'a valid S3 bucket name')),
     doc: 'S3 bucket (required)',
   }),
   prefix: setting({
     env: 'SLOTLAKE_PREFIX',
     schema: z
       .string()
-      .refine(
-        (p) => p === '' || (p.endsWith('/') && !p.startsWith('/')),
-        'empty, or ending with / (not starting with /)',
+      .check(
+        z.refine(
+          (p) => p === '' || (p.endsWith('/') && !p.startsWith('/')),
+          'empty, or ending with / (not starting with /)',
+        ),
       ),
     default: '',
     doc: 'key prefix inside the bucket; empty or ending with /',
   }),
   checkpointTableName: setting({
     env: 'SLOTLAKE_CHECKPOINT_TABLE',
-    schema: z.string().regex(/^[A-Za-z0-9_.-]{3,255}$/, 'a valid DynamoDB table name'),
+    schema: z.string().check(z.regex(/^[A-Za-z0-9_.-]{3,255}$/, 'a valid DynamoDB table name')),
     doc: 'DynamoDB table of the checkpoint (required)',
   }),
   format: setting({
@@ -174,7 +190,10 @@ const SETTINGS = {
   }),
   statusIntervalMs: setting({
     env: 'SLOTLAKE_STATUS_INTERVAL',
-    schema: duration.transform((ms) => Math.max(100, ms)),
+    schema: z.pipe(
+      duration,
+      z.transform((ms: number) => Math.max(100, ms)),
+    ),
     default: '10s',
     doc: 'standby status update interval (at least 100 ms; shortened to a third of the server wal_sender_timeout)',
   }),
@@ -185,7 +204,10 @@ const SETTINGS = {
   }),
   protocolVersion: setting({
     env: 'SLOTLAKE_PROTO_VERSION',
-    schema: z.enum(['1', '2', '3', '4']).transform((v) => Number(v) as 1 | 2 | 3 | 4),
+    schema: z.pipe(
+      z.enum(['1', '2', '3', '4']),
+      z.transform((v) => Number(v) as 1 | 2 | 3 | 4),
+    ),
     default: '1',
     doc: 'pgoutput protocol version requested',
   }),
@@ -216,7 +238,7 @@ const SETTINGS = {
   // ── Source access: credentials fetched at run time, IAM authentication, TLS (replication/credentials.ts) ──
   databaseSecret: setting({
     env: 'SLOTLAKE_DATABASE_SECRET',
-    schema: z.string().min(1).max(2048),
+    schema: z.string().check(z.minLength(1), z.maxLength(2048)),
     doc: 'Secrets Manager secret (ARN or name) holding the connection: RDS-style JSON {host, port, username, password, dbname} or a postgres:// URL; fetched at run time, its fields complete DATABASE_URL / PG*',
   }),
   databaseSecretMaxAgeMs: setting({
@@ -227,7 +249,7 @@ const SETTINGS = {
   }),
   databaseIamAuth: setting({
     env: 'SLOTLAKE_DATABASE_IAM_AUTH',
-    schema: z.enum(['0', '1', 'true', 'false']).transform((v) => v === '1' || v === 'true'),
+    schema: flag,
     default: 'false',
     doc: 'true: authenticate with an RDS IAM token (@aws-sdk/rds-signer), signed afresh for every connection, instead of a password',
   }),
@@ -239,28 +261,27 @@ const SETTINGS = {
   }),
   tlsCa: setting({
     env: 'SLOTLAKE_TLS_CA',
-    schema: z.string().min(1),
+    schema: z.string().check(z.minLength(1)),
     doc: 'PEM file of the CA certificates that sign the server certificate (default for RDS/Aurora hosts: the RDS global bundle shipped in the package)',
   }),
   slotFailover: setting({
     env: 'SLOTLAKE_SLOT_FAILOVER',
-    schema: z.enum(['0', '1', 'true', 'false']).transform((v) => v === '1' || v === 'true'),
+    schema: flag,
     default: 'true',
     doc: 'setup creates the slot with failover = true on PostgreSQL 17+, so it is synchronized to standbys (sync_replication_slots) and survives a failover',
   }),
   // ── end of source access settings ──
   leaseDurationMs: setting({
     env: 'SLOTLAKE_LEASE_DURATION',
-    schema: duration.refine(
-      (ms) => ms >= 2000,
-      'at least 2s (the run stops writing a second before the lease ends)',
+    schema: duration.check(
+      z.refine((ms) => ms >= 2000, 'at least 2s (the run stops writing a second before the lease ends)'),
     ),
     default: '60s',
     doc: 'how long a run holds the pipeline lease without renewing it',
   }),
   spoolDir: setting({
     env: 'SLOTLAKE_SPOOL_DIR',
-    schema: z.string().min(1),
+    schema: z.string().check(z.minLength(1)),
     doc: 'local folder for objects before upload (default: the OS temp folder)',
   }),
   readBufferBytes: setting({
@@ -287,25 +308,28 @@ const SETTINGS = {
   }),
   debugStack: setting({
     env: 'SLOTLAKE_DEBUG_STACK',
-    schema: z.enum(['0', '1', 'true', 'false']).transform((v) => v === '1' || v === 'true'),
+    schema: flag,
     default: '0',
     doc: 'print the stack trace of a failure after its one-line message',
   }),
   logLevel: setting({
     env: 'SLOTLAKE_LOG_LEVEL',
-    schema: z
-      .string()
-      .transform((s) => s.toUpperCase())
-      .pipe(z.enum(['DEBUG', 'INFO', 'WARN', 'ERROR'])),
+    schema: z.pipe(
+      z.pipe(
+        z.string(),
+        z.transform((s: string) => s.toUpperCase()),
+      ),
+      z.enum(['DEBUG', 'INFO', 'WARN', 'ERROR']),
+    ),
     default: 'INFO',
     doc: 'DEBUG, INFO, WARN or ERROR',
   }),
 } as const;
 
 type Settings = typeof SETTINGS;
-type SettingValue<S> = S extends { schema: infer Z extends z.ZodType; default: string }
+type SettingValue<S> = S extends { schema: infer Z extends z.ZodMiniType; default: string }
   ? z.output<Z>
-  : S extends { schema: infer Z extends z.ZodType }
+  : S extends { schema: infer Z extends z.ZodMiniType }
     ? z.output<Z> | undefined
     : never;
 
@@ -365,7 +389,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadOp
     problems.push(`unknown setting ${name}${near ? ` (did you mean ${near}?)` : ''}`);
   }
   const values: Record<string, unknown> = {};
-  for (const [field, spec] of Object.entries(SETTINGS) as Array<[string, SettingSpec<z.ZodType>]>) {
+  for (const [field, spec] of Object.entries(SETTINGS) as Array<[string, SettingSpec<z.ZodMiniType>]>) {
     const raw = env[spec.env];
     const text = raw === undefined || raw === '' ? spec.default : raw;
     if (text === undefined) continue;

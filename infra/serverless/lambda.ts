@@ -101,7 +101,7 @@ export function lambdaDeployment(pipelines: readonly Pipeline[], options: Lambda
   for (const pipeline of pipelines) {
     functions[pipeline.id] = {
       name: functionName(pipeline, options),
-      handler: 'dist/entrypoints/lambda.handler',
+      handler: 'dist/bundle/lambda.handler',
       description: `slotlake pipeline ${pipeline.name}: slot ${pipeline.slot} → s3 prefix ${pipeline.prefix}`,
       role: `${pipeline.id}Role`,
       timeout: options.timeout,

@@ -1,6 +1,8 @@
 /**
  * The operations behind the entrypoints — run, status, setup — wired to real clients from a Config.
- * The CLI and the Lambda handler call these; neither knows how a run works inside.
+ * The CLI and the Lambda handler call these; neither knows how a run works inside. What only some commands
+ * need (verify, the lake's schema, the run metrics at the end) is imported when they run, so a run loads
+ * less before it streams.
  */
 import type { Config } from '../config.js';
 import { createDynamoClient, DynamoCheckpointStore, ensureCheckpointTable } from '../checkpoint/dynamodb.js';
@@ -16,11 +18,9 @@ import { createS3Client, S3ObjectStore } from '../sink/s3.js';
 import { WriteFence } from '../sink/write-fence.js';
 import type { Deadline } from '../support/deadline.js';
 import { runPipeline, type RunSummary } from '../runtime/run.js';
-import { describeSchema, renderSchema, type SchemaFormat } from '../lake/describe.js';
-import { publishRunMetrics } from '../runtime/metrics.js';
+import type { SchemaFormat } from '../lake/describe.js';
 import { openSourceClient } from '../replication/source.js';
-import { s3ArchiveStore } from '../verify/archive.js';
-import { verifyTables, type TableReport } from '../verify/verify.js';
+import type { TableReport } from '../verify/verify.js';
 
 /** How `status` and `setup` connect: DATABASE_URL with the configured secret, IAM and TLS policy. */
 function sourceConnection(config: Config): ConnectionSettings {
@@ -53,7 +53,7 @@ export async function performRun(request: RunRequest): Promise<RunSummary> {
       ...(request.stopSignal ? { stopSignal: request.stopSignal } : {}),
       ...(request.onBatch ? { onBatch: request.onBatch } : {}),
     });
-    if (request.publishMetrics !== false) publishRunMetrics(summary);
+    if (request.publishMetrics !== false) (await import('../runtime/metrics.js')).publishRunMetrics(summary);
     return summary;
   } finally {
     s3.destroy();
@@ -211,6 +211,7 @@ export interface SchemaOptions {
 
 /** `slotlake schema`: the readers' SQL for the archive as its manifests describe it. */
 export async function printableSchema(config: Config, options: SchemaOptions): Promise<string> {
+  const { describeSchema, renderSchema } = await import('../lake/describe.js');
   const s3 = createS3Client();
   try {
     const schema = await describeSchema({
@@ -240,6 +241,10 @@ export interface VerifyRequest {
  */
 export async function performVerify(request: VerifyRequest): Promise<TableReport[]> {
   const { config } = request;
+  const [{ s3ArchiveStore }, { verifyTables }] = await Promise.all([
+    import('../verify/archive.js'),
+    import('../verify/verify.js'),
+  ]);
   const s3 = createS3Client();
   const dynamo = createDynamoClient();
   const source = await openSourceClient(sourceConnection(config));

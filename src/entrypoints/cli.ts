@@ -19,7 +19,6 @@ import {
   readStatus,
   requestSnapshot,
 } from './app.js';
-import { isDivergent } from '../verify/verify.js';
 import { parseTableList, type TableName } from '../names.js';
 
 /** When the process started, on the one clock: budgets count from here. */
@@ -152,6 +151,7 @@ program
       leaseWaitMs: options.wait,
     });
     for (const report of reports) process.stdout.write(`${JSON.stringify(report)}\n`);
+    const { isDivergent } = await import('../verify/verify.js');
     const divergent = reports.filter(isDivergent);
     if (divergent.length > 0) {
       const what = divergent.map(

@@ -118,27 +118,38 @@ function endpointConfig(endpoint: SourceEndpoint): Partial<pg.ClientConfig> {
 /**
  * Opens a connection with the settings' source access. When the server rejects the credentials and they
  * came from a secret, the secret is fetched again — it may have been rotated since it was cached — and
- * the connection tried once more.
+ * the connection tried once more. `signal` cuts a connection attempt under way (its socket is destroyed).
  */
 export async function connectClient(
   settings: ConnectionSettings,
   replication: boolean,
   what: string,
+  signal?: AbortSignal,
 ): Promise<pg.Client> {
   const access = settings.access ?? sourceAccessFromEnvironment();
-  for (let attempt = 0; ; attempt++) {
-    const refresh = attempt > 0;
-    const endpoint = await access.endpoint(settings.databaseUrl, refresh);
+  let refused: SourceEndpoint | undefined;
+  for (;;) {
+    const refresh = refused !== undefined;
+    const endpoint = await access.endpoint(settings.databaseUrl, refused ?? false);
+    signal?.throwIfAborted();
     const client = new pg.Client(clientConfig(settings, replication, endpoint));
     client.on('error', () => undefined); // surfaced through the stream / query promises instead
+    const cut = () => internals(client).connection.stream.destroy(signal?.reason as Error);
+    signal?.addEventListener('abort', cut, { once: true });
     try {
       await client.connect();
       return client;
     } catch (error) {
       await client.end().catch(() => undefined);
+      signal?.throwIfAborted();
       const failure = classify(error, { origin: 'source', what });
-      if (!refresh && failure.kind === 'source-auth' && access.refreshable) continue;
+      if (!refresh && failure.kind === 'source-auth' && access.refreshable && endpoint !== undefined) {
+        refused = endpoint;
+        continue;
+      }
       throw failure;
+    } finally {
+      signal?.removeEventListener('abort', cut);
     }
   }
 }
@@ -178,18 +189,26 @@ function internals(client: pg.Client): PgInternals {
 export class ReplicationConnection {
   private constructor(private readonly client: pg.Client) {}
 
-  static async open(settings: ConnectionSettings): Promise<ReplicationConnection> {
+  static async open(settings: ConnectionSettings, signal?: AbortSignal): Promise<ReplicationConnection> {
     return new ReplicationConnection(
-      await connectClient(settings, true, 'connecting to postgres (replication)'),
+      await connectClient(settings, true, 'connecting to postgres (replication)', signal),
     );
   }
 
-  /** Checks that the session settings values depend on are in force (see `SESSION_SETTINGS`). */
+  /**
+   * Checks that the session settings values depend on are in force (see `SESSION_SETTINGS`): one query
+   * reads them all (SQL runs on a `replication=database` connection).
+   */
   async assertSessionSettings(): Promise<void> {
+    const names = Object.keys(SESSION_SETTINGS);
+    const result = await this.client.query({
+      text: `SELECT ${names.map((name) => `current_setting(${quoteLiteral(name)})`).join(', ')}`,
+      rowMode: 'array',
+    });
+    const actuals = result.rows[0] as unknown[];
     const wrong: string[] = [];
-    for (const [name, value] of Object.entries(SESSION_SETTINGS)) {
-      const result = await this.client.query(`SHOW ${name}`);
-      const actual = String(Object.values(result.rows[0] as Record<string, unknown>)[0]);
+    for (const [index, [name, value]] of Object.entries(SESSION_SETTINGS).entries()) {
+      const actual = String(actuals[index]);
       if (actual.toLowerCase() !== value.toLowerCase() && !(name === 'DateStyle' && actual.startsWith('ISO')))
         wrong.push(`${name} is ${actual}, not ${value}`);
     }

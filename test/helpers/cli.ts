@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 export const CLI = fileURLToPath(new URL('../../bin/slotlake.js', import.meta.url));
-const BUILT = fileURLToPath(new URL('../../dist/entrypoints/cli.js', import.meta.url));
+const BUILT = fileURLToPath(new URL('../../dist/bundle/cli.mjs', import.meta.url));
 
 export interface CliResult {
   readonly code: number | null;

@@ -67,6 +67,12 @@ describe('infra/Dockerfile', () => {
       ),
       'the build stage compiles',
     );
+    assert.ok(
+      stage('build')?.instructions.some(
+        (i) => i.keyword === 'RUN' && /node scripts\/bundle\.mjs/.test(i.args),
+      ),
+      'the build stage bundles the CLI (bin/slotlake.js runs dist/bundle/cli.mjs)',
+    );
   });
 
   it('gives the runtime production dependencies only, and the compiled code', () => {

