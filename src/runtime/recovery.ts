@@ -37,6 +37,8 @@ export interface RecoveryContext {
   readonly signal: AbortSignal;
   readonly logger: Logger;
   readonly clock: Clock;
+  /** Waited after a taken-over lease's expiry (default TAKEOVER_GRACE_MS; tests shorten it). */
+  readonly takeoverGraceMs?: number;
 }
 
 export interface RecoveryResult {
@@ -98,7 +100,7 @@ export async function recover(
   let deletedObjects = 0;
   if (acquisition.intentKeys.length > 0) {
     if (acquisition.takenOver) {
-      const safeAtMs = acquisition.takenOver.expiresAtMs + TAKEOVER_GRACE_MS;
+      const safeAtMs = acquisition.takenOver.expiresAtMs + (context.takeoverGraceMs ?? TAKEOVER_GRACE_MS);
       const waitMs = safeAtMs - clock.nowMs();
       if (waitMs > 0) {
         if (deadline.usableMs() <= waitMs) {

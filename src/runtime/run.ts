@@ -234,6 +234,7 @@ class PipelineRun {
         signal: this.signal,
         logger,
         clock: this.clock,
+        takeoverGraceMs: config.testTakeoverGraceMs,
       },
       {
         clearIntent: () => this.options.checkpoints.clearIntent(keeper.lease),
