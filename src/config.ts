@@ -288,7 +288,7 @@ const SETTINGS = {
   testStopAfterChanges: setting({
     env: 'SLOTLAKE_TEST_STOP_AFTER_CHANGES',
     schema: positiveInt,
-    doc: 'testing only: stop reading as if the deadline came once this many changes were read',
+    doc: 'testing only: stop reading as if the deadline came once this many changes (snapshot rows included) were read',
   }),
   debugStack: setting({
     env: 'SLOTLAKE_DEBUG_STACK',
