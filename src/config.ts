@@ -301,10 +301,15 @@ const SETTINGS = {
     schema: parsed(parseKillSpec),
     doc: 'testing only: SIGKILL the process at this step (`<point>[:<occurrence>]`)',
   }),
+  testTakeoverGraceMs: setting({
+    env: 'SLOTLAKE_TEST_TAKEOVER_GRACE',
+    schema: duration,
+    doc: 'testing only: the grace waited after a taken-over lease ran out before deleting what its holder may have been uploading (default 5s: clock skew between hosts and bytes already sent)',
+  }),
   testStopAfterChanges: setting({
     env: 'SLOTLAKE_TEST_STOP_AFTER_CHANGES',
     schema: positiveInt,
-    doc: 'testing only: stop reading as if the deadline came once this many changes were read',
+    doc: 'testing only: stop reading as if the deadline came once this many changes (snapshot rows included) were read',
   }),
   debugStack: setting({
     env: 'SLOTLAKE_DEBUG_STACK',

@@ -37,6 +37,8 @@ export interface RecoveryContext {
   readonly signal: AbortSignal;
   readonly logger: Logger;
   readonly clock: Clock;
+  /** Waited after a taken-over lease's expiry (default TAKEOVER_GRACE_MS; tests shorten it). */
+  readonly takeoverGraceMs?: number;
 }
 
 export interface RecoveryResult {
@@ -93,9 +95,13 @@ export interface RecoveryWrites {
  * How long recovery will wait, from `nowMs`, before deleting what the run it took the lease over from may
  * still have been uploading (0: no wait — nothing to delete, a released lease, or already long expired).
  */
-export function recoveryWaitMs(acquisition: Extract<Acquisition, { acquired: true }>, nowMs: number): number {
+export function recoveryWaitMs(
+  acquisition: Extract<Acquisition, { acquired: true }>,
+  nowMs: number,
+  graceMs: number = TAKEOVER_GRACE_MS,
+): number {
   if (acquisition.intentKeys.length === 0 || !acquisition.takenOver) return 0;
-  return Math.max(0, acquisition.takenOver.expiresAtMs + TAKEOVER_GRACE_MS - nowMs);
+  return Math.max(0, acquisition.takenOver.expiresAtMs + graceMs - nowMs);
 }
 
 export async function recover(
@@ -107,7 +113,7 @@ export async function recover(
   let deletedObjects = 0;
   if (acquisition.intentKeys.length > 0) {
     if (acquisition.takenOver) {
-      const waitMs = recoveryWaitMs(acquisition, clock.nowMs());
+      const waitMs = recoveryWaitMs(acquisition, clock.nowMs(), context.takeoverGraceMs);
       if (waitMs > 0) {
         if (deadline.usableMs() <= waitMs) {
           logger.warn('an earlier run may still be uploading and this run has no time to wait it out', {

@@ -187,7 +187,7 @@ class PipelineRun {
       this.summary.checkpoint = this.summary.startCheckpoint ?? '0/0';
       return this.finish();
     }
-    if (recoveryWaitMs(acquisition, this.clock.nowMs()) > 0) {
+    if (recoveryWaitMs(acquisition, this.clock.nowMs(), this.config.testTakeoverGraceMs) > 0) {
       // Recovery first waits out the lease it took over: the connections open after it, not idle during it.
       await preparation.discard();
       preparation = undefined;
@@ -306,6 +306,7 @@ class PipelineRun {
         signal: this.signal,
         logger,
         clock: this.clock,
+        takeoverGraceMs: this.config.testTakeoverGraceMs,
       },
       {
         clearIntent: () => this.options.checkpoints.clearIntent(keeper.lease),

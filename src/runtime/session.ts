@@ -507,6 +507,7 @@ export class ReplicationSession<R> {
       };
       await place(emission.atLow, emission.low);
       await place(emission.atHigh, emission.high);
+      this.changesRead += emission.atLow.length + emission.atHigh.length;
     }
     snapshot.emitted(emission);
     killPoint('snapshot-written');

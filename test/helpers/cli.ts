@@ -1,5 +1,6 @@
 /** Runs the built `slotlake` command as a child process, as a user or a scheduler would. */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { DynamoDBClient, GetItemCommand } from '@aws-sdk/client-dynamodb';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
@@ -183,6 +184,42 @@ export async function runWhenLeaseFree(
       throw new Error(
         `the pipeline lease stayed held for ${withinMs} ms (${attempt} runs): ${result.stdout}`,
       );
+    // Rather than starting run after run while it is held: wait until the stored lease has run out.
+    await leaseRunsOut(env, Math.max(0, withinMs - (performance.now() - started)));
+  }
+}
+
+/**
+ * Resolves once the pipeline lease stored in DynamoDB (the environment's endpoint, table and pipeline key)
+ * has run out on this machine's clock — the condition the next run's acquisition checks — or is not held;
+ * re-read every 100 ms, since a live holder's renewals move it. At most `withinMs`: the caller's run then
+ * reports what it finds.
+ */
+export async function leaseRunsOut(env: Record<string, string>, withinMs: number): Promise<void> {
+  const endpoint = env.AWS_ENDPOINT_URL_DYNAMODB;
+  const table = env.SLOTLAKE_CHECKPOINT_TABLE;
+  const key = env.SLOTLAKE_PIPELINE ?? env.SLOTLAKE_SLOT;
+  if (!endpoint || !table || !key) return;
+  const client = new DynamoDBClient({
+    endpoint,
+    region: env.AWS_REGION ?? 'us-east-1',
+    credentials: {
+      accessKeyId: env.AWS_ACCESS_KEY_ID ?? 'test',
+      secretAccessKey: env.AWS_SECRET_ACCESS_KEY ?? 'test',
+    },
+  });
+  const started = performance.now();
+  try {
+    while (performance.now() - started < withinMs) {
+      const { Item: item } = await client.send(
+        new GetItemCommand({ TableName: table, Key: { pk: { S: key } }, ConsistentRead: true }),
+      );
+      const expiresAtMs = Number(item?.leaseExpiresAt?.N ?? '0');
+      if (item?.leaseOwner === undefined || expiresAtMs < Date.now()) return;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  } finally {
+    client.destroy();
   }
 }
 

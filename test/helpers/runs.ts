@@ -1,6 +1,6 @@
 /** Helpers around `slotlake` runs: reading their stderr (JSON log lines, the operator line), retrying past a lease. */
 import assert from 'node:assert/strict';
-import { runCli, type CliResult } from './cli.js';
+import { leaseRunsOut, runCli, type CliResult } from './cli.js';
 
 export interface LogEntry {
   readonly level: string;
@@ -42,5 +42,6 @@ export async function runPastLease(
     assert.equal(result.code, 0, `run failed: ${result.stderr}`);
     if (result.summary?.stopReason !== 'lease-held') return result;
     assert.ok(Date.now() - started < boundMs, 'the lease of the earlier run never expired');
+    await leaseRunsOut(env, Math.max(0, boundMs - (Date.now() - started)));
   }
 }

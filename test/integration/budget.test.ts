@@ -1,7 +1,7 @@
 /**
  * A run never outlives its budget, however slow the object store: S3 turns slow — from the first upload on,
- * every request is answered 4 s late (the HTTP fault proxy delays each one) — and `slotlake run
- * --max-duration 20s` under a concurrent write load still returns before its budget: the first run, which
+ * every request is answered 1.5 s late (the HTTP fault proxy delays each one) — and `slotlake run
+ * --max-duration 12s` under a concurrent write load still returns before its budget: the first run, which
  * measured a fast store, has its final flush cut at the deadline's cutoff, its intent left to the next run, and
  * says so (`flush-timeout`). The next run recovers that intent. The runs after it keep making progress (the
  * checkpoint, read from DynamoDB, moves, and moves again soon after), because what each run measured of the
@@ -9,9 +9,9 @@
  * run spends its budget redoing what an earlier one finished. Each run's summary names the checkpoint DynamoDB
  * holds after it. A clean run then leaves the archive exactly once.
  *
- * Budget and delay are scaled down from the 40 s / 5 s of a Lambda-sized example to keep the file short; the
- * property is the same: one flush takes several times longer than the first run expects, and a run's fixed
- * costs (bucket check, recovery) take a large part of its budget.
+ * Budget, delay and safety margin are scaled down from the 40 s / 5 s / 2 s of a Lambda-sized example to keep
+ * the file short; the property is the same: one flush takes several times longer than the first run expects,
+ * and a run's fixed costs (bucket check, recovery) take a large part of its budget.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -34,8 +34,8 @@ import { createPipeline } from '../helpers/stack.js';
 
 const local = useTestStack();
 
-const BUDGET_MS = 20_000;
-const DELAY_MS = 4_000;
+const BUDGET_MS = 12_000;
+const DELAY_MS = 1_500;
 /** The checkpoint first moves within this many slow runs (the first one's flush is cut, the second recovers)... */
 const FIRST_PROGRESS_WITHIN = 4;
 /** ...and moves again at most this many runs later (no run livelocks on leftover work). */
@@ -48,7 +48,7 @@ test(`${BUDGET_MS / 1000} s runs against an S3 that turns slow (every request ${
   const pipeline = await createPipeline(
     local.stack,
     `CREATE TABLE orders (id serial PRIMARY KEY, status text, note text);`,
-    {},
+    { SLOTLAKE_SAFETY_MARGIN: '1s' },
   );
   const proxies: RunProxies[] = [];
   const writer = new pg.Client({ connectionString: pipeline.databaseUrl });

@@ -25,6 +25,10 @@ const local = useTestStack();
 
 const FAST_LEASE = {
   SLOTLAKE_LEASE_DURATION: '2s',
+  // The killed run is dead: the run that takes its lease over waits 1 s past its expiry, not 5 s, before
+  // deleting its objects (bytes a SIGKILLed process left in its socket reach the local S3 within
+  // milliseconds; the full grace against a live old holder is fencing.test.ts's business).
+  SLOTLAKE_TEST_TAKEOVER_GRACE: '1s',
   SLOTLAKE_BATCH_MAX_ROWS: '40', // several batches per run
   SLOTLAKE_OBJECT_MAX_BYTES: '2KiB', // objects close (and upload) mid-batch
 };

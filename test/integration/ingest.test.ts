@@ -218,8 +218,13 @@ describe('slotlake run', () => {
       try {
         const run = await runCli(['run', '--max-duration', '5s'], pipeline.env);
         assert.equal(run.code, 0, run.stderr);
-        // Whether it returned inside the 5 s wall time is timing, measured by `npm run bench` (budget).
-        assert.equal(run.summary?.stopReason, 'deadline');
+        // Whether it returned inside the 5 s wall time is timing, measured by `npm run bench` (budget). Stopped
+        // by its deadline: at the cutoff with its last batch committed, or — on a machine slow enough that the
+        // last flush did not fit the time left — with that flush cut (its intent left to the next run).
+        assert.ok(
+          ['deadline', 'flush-timeout'].includes(run.summary?.stopReason as string),
+          JSON.stringify(run.summary),
+        );
         assert.ok((run.summary?.changes as number) > 0, 'archived changes while the load ran');
         await assertSlotAtCheckpoint(pipeline);
       } finally {

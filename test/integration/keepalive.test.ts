@@ -1,5 +1,5 @@
 /**
- * Keepalives under load: with wal_sender_timeout = 2 s on the server and every S3 request delayed by 5 s,
+ * Keepalives under load: with wal_sender_timeout = 2 s on the server and every S3 request delayed by 3 s,
  * status updates keep flowing while uploads are slow — no disconnect, no "replication timeout" in the server
  * log — and reading pauses (backpressure) instead of buffering without bound.
  */
@@ -15,6 +15,8 @@ import { createPipeline, startTestStack, type TestStack } from '../helpers/stack
 let stack: TestStack;
 let s3: S3Client;
 let slowS3: HttpFaultProxy;
+/** Every S3 request is answered this late: half as long again as the server waits for a status update. */
+const UPLOAD_DELAY_MS = 3_000;
 
 before(async () => {
   stack = await startTestStack({ settings: { wal_sender_timeout: '2s', log_min_messages: 'info' } });
@@ -28,7 +30,7 @@ after(async () => {
   await stack?.stop();
 });
 
-test('status updates flow during 5 s uploads: no replication timeout; reading pauses under backpressure', async () => {
+test(`status updates flow during ${UPLOAD_DELAY_MS / 1000} s uploads (longer than the server's 2 s timeout): no replication timeout; reading pauses under backpressure`, async () => {
   const pipeline = await createPipeline(stack, 'CREATE TABLE t (id serial PRIMARY KEY, v text);', {
     SLOTLAKE_BATCH_MAX_ROWS: '6000',
     SLOTLAKE_READ_BUFFER: '64KiB',
@@ -41,7 +43,7 @@ test('status updates flow during 5 s uploads: no replication timeout; reading pa
     for (let i = 0; i < 4; i++) {
       await pipeline.sql(`INSERT INTO t (v) SELECT repeat('v', 150) || g FROM generate_series(1, 3000) g`);
     }
-    slowS3.inject({ match: () => true, action: { kind: 'delay', ms: 5_000 } });
+    slowS3.inject({ match: () => true, action: { kind: 'delay', ms: UPLOAD_DELAY_MS } });
     const run = await runCli(['run', '--until-caught-up', '--max-duration', '120s'], {
       ...pipeline.env,
       AWS_ENDPOINT_URL_S3: slowS3.endpoint,
@@ -60,7 +62,7 @@ test('status updates flow during 5 s uploads: no replication timeout; reading pa
     );
     assert.ok((run.summary?.batches as number) >= 2, 'several slow flushes');
     assert.ok((run.summary?.readPauses as number) > 0, 'reading paused while the pipeline was busy');
-    assert.ok((run.summary?.durationMs as number) > 10_000, 'the uploads really were slow');
+    assert.ok((run.summary?.durationMs as number) > 2 * UPLOAD_DELAY_MS, 'the uploads really were slow');
     assert.match(run.stderr, /status interval shortened/);
     assert.equal(run.stdout.trim().split('\n').length, 1, 'stdout holds the summary only');
     const runs = run.stderr.split('\n').find((line) => line.includes('"Runs"'));

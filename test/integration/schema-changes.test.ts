@@ -110,6 +110,8 @@ class Writer {
           await this.client.query('UPDATE t SET w = w + 1 WHERE id = $1', [1 + (i % (this.nextId - 1))]);
         else await this.client.query("INSERT INTO t (id, w, m) VALUES ($1, 0, 'calm')", [this.nextId++]);
         this.committed++;
+        // A steady load, not a flood (a flood grows the archive with every second the runs take).
+        await new Promise((resolve) => setTimeout(resolve, 2));
       }
     } catch (error) {
       this.failure = error;

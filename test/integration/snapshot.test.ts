@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { setup, status, useTestStack } from '../helpers/assertions.js';
-import { runCli, type CliResult } from '../helpers/cli.js';
+import { leaseRunsOut, runCli, type CliResult } from '../helpers/cli.js';
 import { readLake, type ChangeRecord } from '../helpers/lake.js';
 import { replay, type Row } from '../helpers/replay.js';
 import { createPipeline, type Pipeline } from '../helpers/stack.js';
@@ -20,8 +20,12 @@ const SCHEMA = `
 CREATE TABLE t (id int PRIMARY KEY, grp int NOT NULL, v text, big text);
 ALTER TABLE t ALTER COLUMN big SET STORAGE EXTERNAL;`;
 
-/** Rows that exist before the pipeline does (the issue's figure). */
-const EXISTING_ROWS = Number(process.env.SNAPSHOT_TEST_ROWS ?? 200_000);
+/**
+ * Rows that exist before the pipeline does (SNAPSHOT_TEST_ROWS=200000 for the issue's figure): with chunks of
+ * CHUNK_ROWS the snapshot takes ten chunks over many runs, whatever the number.
+ */
+const EXISTING_ROWS = Number(process.env.SNAPSHOT_TEST_ROWS ?? 20_000);
+const CHUNK_ROWS = Math.max(100, Math.round(EXISTING_ROWS / 10));
 const KILL_POINTS = [
   'snapshot-read',
   'snapshot-written',
@@ -91,7 +95,12 @@ describe('snapshots', () => {
       SLOTLAKE_SAFETY_MARGIN: '1s',
       SLOTLAKE_BATCH_MAX_AGE: '2s',
       // small chunks and short runs: the snapshot must take many runs (and survive the kills among them)
-      SLOTLAKE_SNAPSHOT_CHUNK_ROWS: '4000',
+      SLOTLAKE_SNAPSHOT_CHUNK_ROWS: String(CHUNK_ROWS),
+      // however fast the machine: a run stops reading (as at its deadline) after about four chunks' worth of
+      // records, snapshot rows and changes alike (a test knob), if its 4 s deadline did not come first
+      SLOTLAKE_TEST_STOP_AFTER_CHANGES: String(4 * CHUNK_ROWS),
+      // a killed run is dead: the next one waits 1 s past its lease, not 5 s, before deleting its objects
+      SLOTLAKE_TEST_TAKEOVER_GRACE: '1s',
     });
     try {
       await pipeline.sql(
@@ -105,12 +114,20 @@ describe('snapshots', () => {
       const writer = workload(pipeline, random);
       let runs = 0;
       let kills = 0;
+      // Every run is armed to die at the next kill point not reached yet (the snapshot's own first, while the
+      // snapshot surely has chunks to read), until a run died at each of them; then every third run at a
+      // random one.
+      const landed = new Set<string>();
+      const nextKill = () =>
+        KILL_POINTS.find((point) => !landed.has(point)) ??
+        KILL_POINTS[Math.floor(random() * KILL_POINTS.length)];
       let snapshotDone = false;
       try {
         while (!snapshotDone) {
           runs++;
           assert.ok(runs <= 80, 'the snapshot finishes within 80 runs');
-          const kill = runs % 3 === 0 ? KILL_POINTS[Math.floor(random() * KILL_POINTS.length)] : undefined;
+          const killEvery = landed.size < KILL_POINTS.length ? 1 : 3;
+          const kill = runs % killEvery === 0 ? nextKill() : undefined;
           const result = await runCli(['run', '--max-duration', '4s'], {
             ...pipeline.env,
             ...(kill ? { SLOTLAKE_KILL_AT: kill } : {}),
@@ -119,6 +136,9 @@ describe('snapshots', () => {
             assert.ok(kill, `a run died without a kill point: ${result.stderr}`);
             assert.match(result.stderr, new RegExp(`kill point ${kill} reached`));
             kills++;
+            landed.add(kill);
+            // the next run could only find the dead run's lease held: wait until it ran out
+            await leaseRunsOut(pipeline.env, 30_000);
             continue;
           }
           assert.equal(result.code, 0, result.stderr);
@@ -129,9 +149,10 @@ describe('snapshots', () => {
       } finally {
         const statements = await writer.stop();
         console.log(
-          `snapshot test: ${runs} runs, ${kills} killed at their kill point, ${statements} workload statements`,
+          `snapshot test: ${runs} runs, ${kills} killed at their kill point (${[...landed].join(', ')}), ${statements} workload statements`,
         );
       }
+      assert.deepEqual([...landed].sort(), [...KILL_POINTS].sort(), 'runs died at every kill point');
       // Everything written since: clean runs until caught up.
       for (let attempt = 0; ; attempt++) {
         assert.ok(attempt < 20, 'caught up within 20 clean runs');

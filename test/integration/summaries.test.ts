@@ -5,13 +5,17 @@
  * - a run that finds the pipeline's lease held reports the stored checkpoint, not "nothing";
  * - `--until-caught-up` aims at `pg_current_wal_lsn()` taken once at the start and keeps that target across
  *   reconnects, so writes that go on during the run never keep it running;
- * - one transaction touching 3,000 tables is committed in several batches cut inside it (the checkpoint's
+ * - one transaction touching 900 tables, under a key prefix long enough that each batch's intent reaches its
+ *   byte cap (200 KiB of keys, the most the item can be asked to hold), is committed in several batches cut
+ *   inside it (the checkpoint's
  *   `partial` moves), the DynamoDB item stays under its 400 KB limit with every write accepted, and the
  *   archive holds each change exactly once.
  */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
+import { MAX_INTENT_KEY_BYTES } from '../../src/checkpoint/store.js';
 import { parseLsn } from '../../src/lsn.js';
+import { MAX_OBJECTS_PER_BATCH } from '../../src/pipeline/batch-policy.js';
 import {
   assertExactlyOnce,
   assertSlotAtCheckpoint,
@@ -33,7 +37,7 @@ import { logEntries } from '../helpers/runs.js';
 import { createPipeline, type Pipeline } from '../helpers/stack.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 
-// One transaction locks every table it writes: 3,000 tables and their indexes need more than the default.
+// One transaction locks every table it writes: 900 tables and their indexes need more than the default.
 const local = useTestStack({ settings: { max_locks_per_transaction: '512' } });
 let pgProxy: TcpProxy | undefined;
 
@@ -236,13 +240,21 @@ test('--until-caught-up keeps the target it took at the start, across a reconnec
   }
 });
 
-const TABLE_COUNT = 3000;
-/** Long names (53 bytes) make long keys: the intent's byte cap matters as well as its object cap. */
+const TABLE_COUNT = 900;
+/**
+ * Long keys: long table names (53 bytes), and a key prefix of about 600 bytes (S3 keys may have 1,024), so
+ * that the intent's byte cap (MAX_INTENT_KEY_BYTES), not its object cap, ends each batch after about 280
+ * objects: the largest intent the item can be asked to hold, in a few hundred tables rather than thousands.
+ */
+const LONG_PREFIX = `long-keys-${process.pid}-${Date.now()}/${`${'k'.repeat(195)}/`.repeat(3)}`;
 const tableName = (i: number) =>
   `a_tiny_table_whose_name_is_long_enough_to_matter_${String(i).padStart(4, '0')}`;
 
-test('one transaction touching 3,000 tables: several batches inside it, the DynamoDB item under 400 KB, exactly once', async () => {
-  const pipeline = await createPipeline(local.stack, '', { SLOTLAKE_LEASE_DURATION: '30s' });
+test(`one transaction touching ${TABLE_COUNT} tables, keys of about 750 bytes: several batches inside it, each intent at its byte cap, the DynamoDB item under 400 KB, exactly once`, async () => {
+  const pipeline = await createPipeline(local.stack, '', {
+    SLOTLAKE_LEASE_DURATION: '30s',
+    SLOTLAKE_PREFIX: LONG_PREFIX,
+  });
   const dynamo = testDynamoClient(local.stack.dynamo.endpoint);
   let dynamoProxy: HttpFaultProxy | undefined;
   try {
@@ -314,6 +326,12 @@ test('one transaction touching 3,000 tables: several batches inside it, the Dyna
     const seqs = cuts.map((cut) => cut.nextSeq).sort((x, y) => x - y);
     assert.equal(new Set(seqs).size, seqs.length, 'the partial position moved with every batch');
     assert.equal(lake.manifests.length, cuts.length + 1, 'the last batch completes the transaction');
+    // Each cut batch ended at the intent's byte cap: far fewer objects than the object cap, keys that fill it.
+    for (const manifest of lake.manifests.filter((m) => m.partial !== null)) {
+      const keyBytes = manifest.objects.reduce((sum, object) => sum + Buffer.byteLength(object.key), 0);
+      assert.ok(manifest.objects.length < MAX_OBJECTS_PER_BATCH / 2, `${manifest.objects.length} objects`);
+      assert.ok(keyBytes > 0.9 * MAX_INTENT_KEY_BYTES, `a cut batch's keys take ${keyBytes} bytes`);
+    }
     assert.ok(partials.size >= 1, 'the stored checkpoint carried a partial position during the run');
     const final = await readCheckpointItem(dynamo, pipeline.name);
     assert.equal(final?.partialCommitLsn, undefined, 'no partial position once the transaction is archived');

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import {
+  type Agent,
   createServer as createHttpsServer,
   request as httpsRequest,
   type Server as HttpsServer,
@@ -176,7 +177,7 @@ describe('write fence over TLS (S3 itself is HTTPS)', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const post = (fence: WriteFence, body: string) =>
+  const post = (agent: Agent, body: string) =>
     new Promise<string>((resolve, reject) => {
       const request = httpsRequest(
         {
@@ -184,7 +185,7 @@ describe('write fence over TLS (S3 itself is HTTPS)', () => {
           port,
           method: 'POST',
           path: '/',
-          agent: fence.agents().httpsAgent,
+          agent,
           rejectUnauthorized: false,
         },
         (response) => {
@@ -200,8 +201,14 @@ describe('write fence over TLS (S3 itself is HTTPS)', () => {
   it('requests go through a fenced HTTPS agent while the fence allows them', async () => {
     const fence = new WriteFence();
     fence.arm(() => undefined);
-    assert.equal(await post(fence, 'allowed over tls'), 'ok');
-    assert.ok(received.includes('allowed over tls'));
+    const { httpsAgent } = fence.agents();
+    try {
+      assert.equal(await post(httpsAgent, 'allowed over tls'), 'ok');
+      assert.ok(received.includes('allowed over tls'));
+    } finally {
+      // closes its kept-alive connection (else the server keeps it open for its keep-alive timeout, 5 s)
+      httpsAgent.destroy();
+    }
   });
 
   it('bytes written before the handshake are checked when it completes, not merely when TCP connects', async () => {
@@ -214,12 +221,15 @@ describe('write fence over TLS (S3 itself is HTTPS)', () => {
     socket.write('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 25\r\n\r\nheld during the handshake');
     // The lease "ends" once TCP is connected, while the handshake is still going on.
     socket.once('connect', () => (refuse = true));
+    // The wait for the server stops polling once the race is decided (else it polls on until its timeout).
+    let decided = false;
     const outcome = await Promise.race([
       failure.then((error) => error.message),
-      waitFor('the server to receive it', () => received.includes('held during the handshake'), {
+      waitFor('the server to receive it', () => decided || received.includes('held during the handshake'), {
         everyMs: 20,
       }).then(() => 'sent'),
     ]);
+    decided = true;
     assert.equal(outcome, 'fenced');
     socket.destroy();
     await waitFor('the server side of the connection to close', () => openOnServer.size === 0, {
