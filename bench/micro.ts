@@ -9,7 +9,7 @@
  *                   (what replication/connection.ts does per frame)
  *   2. decode     — `PgoutputDecoder.decode` of the Insert message
  *   3. encode     — `formatLsn` + `RelationEncoder.encode`: the change as one JSON Lines record
- *   4. spool      — `SpooledObject.write` of the record: gzip level 6 into a local file, with drain() as
+ *   4. spool      — `SpooledObject.write` of the record: gzip level 1 into a local file, with drain() as
  *                   the run loop awaits it, and close()
  * The same row repeated compresses better than real data (and gzip's speed depends on that), so the spool
  * line varies `seq` and `lsn` per row but is otherwise one row: read it as an upper bound.
@@ -173,7 +173,7 @@ export async function runMicro(budgetMs: number): Promise<MicroResult> {
     const compressed = await object.close();
     const ms = performance.now() - started;
     spool = {
-      ...result('spool', 'SpooledObject: gzip -6 → file', rows, ms, object.rawBytes / rows),
+      ...result('spool', 'SpooledObject: gzip -1 → file', rows, ms, object.rawBytes / rows),
       note: `compressed ${(object.rawBytes / compressed).toFixed(1)}:1 (one row repeated: an upper bound)`,
     };
   } finally {
