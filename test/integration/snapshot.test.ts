@@ -67,8 +67,8 @@ function workload(pipeline: Pipeline, random: () => number): { stop(): Promise<n
         next += 10;
       } else await pipeline.sql(`UPDATE t SET id = id + 10000000 WHERE id = $1`, [id]);
       statements++;
-      // A steady load, not a flood: about 100 statements a second.
-      await new Promise((resolve) => setTimeout(resolve, 10));
+      // A steady load, not a flood: about 25 statements (some 250 changes) a second.
+      await new Promise((resolve) => setTimeout(resolve, 40));
     }
   })();
   return {
@@ -97,7 +97,8 @@ describe('snapshots', () => {
       // small chunks and short runs: the snapshot must take many runs (and survive the kills among them)
       SLOTLAKE_SNAPSHOT_CHUNK_ROWS: String(CHUNK_ROWS),
       // however fast the machine: a run stops reading (as at its deadline) after about four chunks' worth of
-      // records, snapshot rows and changes alike (a test knob), if its 4 s deadline did not come first
+      // records, snapshot rows and changes alike (a test knob), if its 8 s deadline did not come first (on a
+      // busy machine, starting alone takes seconds)
       SLOTLAKE_TEST_STOP_AFTER_CHANGES: String(4 * CHUNK_ROWS),
       // a killed run is dead: the next one waits 1 s past its lease, not 5 s, before deleting its objects
       SLOTLAKE_TEST_TAKEOVER_GRACE: '1s',
@@ -128,7 +129,7 @@ describe('snapshots', () => {
           assert.ok(runs <= 80, 'the snapshot finishes within 80 runs');
           const killEvery = landed.size < KILL_POINTS.length ? 1 : 3;
           const kill = runs % killEvery === 0 ? nextKill() : undefined;
-          const result = await runCli(['run', '--max-duration', '4s'], {
+          const result = await runCli(['run', '--max-duration', '8s'], {
             ...pipeline.env,
             ...(kill ? { SLOTLAKE_KILL_AT: kill } : {}),
           });
