@@ -24,7 +24,7 @@ import { createPipeline, type Pipeline } from '../helpers/stack.js';
 const local = useTestStack();
 
 const FAST_LEASE = {
-  SLOTLAKE_LEASE_DURATION: '2s',
+  SLOTLAKE_LEASE_DURATION: '3s', // renewals every 1 s, the fence 2 s after: a second of slack for a renewal on a loaded machine
   // The killed run is dead: the run that takes its lease over waits 1 s past its expiry, not 5 s, before
   // deleting its objects (bytes a SIGKILLed process left in its socket reach the local S3 within
   // milliseconds; the full grace against a live old holder is fencing.test.ts's business).

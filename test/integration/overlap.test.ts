@@ -161,7 +161,7 @@ describe('checkpoint vs slot', () => {
 
   test('a slot behind the checkpoint is caught up; the archived changes are not written again', async () => {
     const pipeline = await createPipeline(local.stack, 'CREATE TABLE t (id serial PRIMARY KEY, v text);', {
-      SLOTLAKE_LEASE_DURATION: '2s',
+      SLOTLAKE_LEASE_DURATION: '3s',
     });
     try {
       await setup(pipeline);

@@ -266,7 +266,7 @@ test('another database of the same server behind the same settings: one clear li
 });
 
 test('a slot behind the checkpoint on the same system: one warning with both positions, exactly once', async () => {
-  const pipeline = await createPipeline(local.stack, SCHEMA, { SLOTLAKE_LEASE_DURATION: '2s' });
+  const pipeline = await createPipeline(local.stack, SCHEMA, { SLOTLAKE_LEASE_DURATION: '3s' });
   try {
     await setup(pipeline);
     const reference = await createReferenceSlot(pipeline);
