@@ -18,6 +18,7 @@
  */
 import type { LakeColumn, TableKey } from './archive.js';
 import { duckdbType, mayBeToasted, trinoType, type LakeScalar, type LakeType } from './types.js';
+import { METADATA_COLUMN_NAMES } from '../sink/parquet/schema.js';
 
 export interface Dialect {
   readonly name: 'duckdb' | 'trino';
@@ -115,18 +116,8 @@ export const TRINO: Dialect = {
   single: (expr) => `ARRAY[${expr}]`,
 };
 
-/** The metadata columns every change relation ends with, in order. */
-export const CHANGE_METADATA = [
-  '_op',
-  '_lsn',
-  '_commit_lsn',
-  '_seq',
-  '_tx_id',
-  '_commit_ts',
-  '_before',
-  '_unchanged_toast',
-  '_unrepresentable',
-] as const;
+/** The metadata columns every change relation ends with, in order: the Parquet objects' own (contract §3.1). */
+export const CHANGE_METADATA = METADATA_COLUMN_NAMES;
 
 /**
  * The select list flattening JSON Lines records (columns `op`, `before`, `after`, `source`,
